@@ -1,0 +1,201 @@
+"""Queued notifications → cards: merge, chunk, render, and keep each body under Feishu's limit.
+
+Every alert of every queued notification ends up in some card: a chunk too
+big for one body is rendered compact, then split in halves, and a single
+alert too big even alone goes out as the minimal safe card.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from amfeishu.feishu import MAX_BODY_BYTES, build_body
+from amfeishu.models import Alert, Notification
+from amfeishu.outbox import Entry
+from amfeishu.settings import Target
+from amfeishu.templating import Renderer
+
+COMPACT_ABOVE = 10  # more alerts than this in one card: one line each
+SIGN_OVERHEAD = 120  # "timestamp" and "sign" fields added at send time
+
+
+@dataclass
+class Queued:
+    """An outbox entry waiting in a worker, with what of it was already delivered."""
+
+    entry: Entry
+    notification: Notification
+    delivered: set[int] = field(default_factory=set)  # alert indexes already in a sent card
+    deduped: bool = False  # dedup already decided for this entry
+    safe_only: bool = False  # Feishu refused its card once: send the safe card
+
+    @property
+    def remaining(self) -> list[tuple[int, Alert]]:
+        return [(i, a) for i, a in enumerate(self.notification.alerts) if i not in self.delivered]
+
+
+Covers = dict[int, set[int]]  # entry id → alert indexes a card conveys
+
+
+@dataclass
+class Card:
+    message: dict[str, Any]
+    notification: Notification
+    covers: Covers
+    groups: list[Covers]  # per shown alert, what it conveys (for re-splitting)
+    template_error: str | None = None
+    safe: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(build_body(self.message, "x")) + SIGN_OVERHEAD
+
+
+def merge(
+    items: list[Queued], send_resolved: bool
+) -> tuple[Notification | None, list[Covers], Covers]:
+    """One notification with one line per alert identity, latest state winning.
+
+    Returns the merged notification, what each of its alerts conveys, and what
+    needs no card (resolved alerts of a target that does not want them).
+    """
+    latest: dict[str, tuple[Alert, Covers]] = {}
+    skipped: Covers = {}
+    for item in items:
+        for index, alert in item.remaining:
+            if not alert.firing and not send_resolved:
+                skipped.setdefault(item.entry.id, set()).add(index)
+                continue
+            key = alert.fingerprint or repr(sorted(alert.labels.items()))
+            _, covers = latest.pop(key, (None, {}))
+            covers.setdefault(item.entry.id, set()).add(index)
+            latest[key] = (alert, covers)  # re-insert: order follows the newest state
+    if not latest:
+        return None, [], skipped
+    ordered = sorted(latest.values(), key=lambda pair: not pair[0].firing)  # firing first
+    alerts = [a for a, _ in ordered]
+    base = items[0].notification if len(items) == 1 else _digest_base(items)
+    notification = (
+        base.with_alerts(alerts) if len(items) > 1 or alerts != list(base.alerts) else base
+    )
+    return notification, [c for _, c in ordered], skipped
+
+
+def _digest_base(items: list[Queued]) -> Notification:
+    """Several notifications merged while the target waited (grouping window, throttling)."""
+    first = items[0].notification
+    keys = {i.notification.group_key for i in items}
+    if len(keys) == 1:
+        return items[-1].notification
+    shared = dict(first.group_labels)
+    for item in items[1:]:
+        shared = {k: v for k, v in shared.items() if item.notification.group_labels.get(k) == v}
+    from dataclasses import replace
+
+    return replace(
+        first,
+        group_key="digest:" + ",".join(sorted(keys))[:200],
+        group_labels=shared,
+        external_url=next(
+            (i.notification.external_url for i in items if i.notification.external_url), ""
+        ),
+        truncated_alerts=sum(i.notification.truncated_alerts for i in items),
+    )
+
+
+def union(groups: list[Covers]) -> Covers:
+    out: Covers = {}
+    for group in groups:
+        for entry_id, indexes in group.items():
+            out.setdefault(entry_id, set()).update(indexes)
+    return out
+
+
+def plan(
+    notification: Notification,
+    groups: list[Covers],
+    target: Target,
+    renderer: Renderer,
+    *,
+    max_per_card: int,
+    safe: bool = False,
+    budget: int = MAX_BODY_BYTES,
+) -> list[Card]:
+    """Cards for a merged notification, each at most `max_per_card` alerts and `budget` bytes."""
+    alerts = list(notification.alerts)
+    cards: list[Card] = []
+    step = max(1, max_per_card)
+    for start in range(0, len(alerts), step):
+        chunk = slice(start, start + step)
+        cards.extend(
+            _fit(
+                notification,
+                alerts[chunk],
+                groups[chunk],
+                len(alerts),
+                target,
+                renderer,
+                safe,
+                budget,
+            )
+        )
+    return cards
+
+
+def _fit(
+    base: Notification,
+    alerts: list[Alert],
+    groups: list[Covers],
+    total: int,
+    target: Target,
+    renderer: Renderer,
+    safe: bool,
+    budget: int,
+) -> list[Card]:
+    part = base if len(alerts) == len(base.alerts) else base.with_alerts(alerts)
+    omitted = total - len(alerts)
+    compact_options = [True] if len(alerts) > COMPACT_ABOVE else [False, True]
+    for compact in compact_options:
+        card = _render(part, groups, target, renderer, safe, compact, omitted)
+        if card.size <= budget:
+            return [card]
+    if len(alerts) > 1:
+        half = len(alerts) // 2
+        return _fit(
+            base, alerts[:half], groups[:half], total, target, renderer, safe, budget
+        ) + _fit(base, alerts[half:], groups[half:], total, target, renderer, safe, budget)
+    # One alert whose annotations alone exceed the limit: the minimal safe card.
+    minimal = renderer.safe_message(part, target, compact=True, omitted=omitted, reason="too large")
+    return [Card(minimal, part, union(groups), groups, "card too large", safe=True)]
+
+
+def _render(
+    part: Notification,
+    groups: list[Covers],
+    target: Target,
+    renderer: Renderer,
+    safe: bool,
+    compact: bool,
+    omitted: int,
+) -> Card:
+    if safe:
+        message = renderer.safe_message(part, target, compact=compact, omitted=omitted)
+        return Card(message, part, union(groups), groups, None, safe=True)
+    rendered = renderer.render(part, target, compact=compact, omitted=omitted)
+    return Card(
+        rendered.message,
+        part,
+        union(groups),
+        groups,
+        rendered.error,
+        safe=rendered.error is not None,
+    )
+
+
+def split(card: Card, target: Target, renderer: Renderer, budget: int) -> list[Card]:
+    """Feishu said too large although we measured less: halve and render again."""
+    alerts = list(card.notification.alerts)
+    return _fit(
+        card.notification, alerts, card.groups, len(alerts), target, renderer, card.safe, budget
+    )

@@ -1,0 +1,305 @@
+"""What each command of `amfeishu` does; argument parsing is in __main__.py."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from amfeishu.config import ConfigError, embedded_default, load_config, load_raw, parse_listen
+from amfeishu.events import parse_event
+from amfeishu.feishu import FeishuClient, Outcome
+from amfeishu.models import PayloadError, parse_notification
+from amfeishu.settings import Config
+
+log = logging.getLogger("amfeishu")
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"amfeishu: {message}", file=sys.stderr)
+    return code
+
+
+def _config(paths: list[str] | None) -> Config:
+    return load_config(paths) if paths else embedded_default()
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from amfeishu import reloading
+    from amfeishu.app import build_app, make_state
+    from amfeishu.logs import setup_logging
+
+    setup_logging(args.log_level, args.log_format)
+    paths = args.config
+    loader = (lambda: load_config(paths)) if paths else embedded_default
+    try:
+        config, _ = reloading.build(loader)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{exc.source}: {problem}", file=sys.stderr)
+        return 1
+    listen = args.listen or (os.environ.get("AMFEISHU_LISTEN") if not paths else None)
+    host_port = parse_listen(listen or config.listen)
+    if host_port is None:
+        return _fail(f"--listen must be HOST:PORT, got {listen!r}", 2)
+    tls = _tls_options(args, config)
+    state = make_state(config, loader if paths else None)
+    extra_routes = []
+    if args.enable_ui:
+        from amfeishu.ui import ui_routes
+
+        extra_routes = ui_routes(state)
+    app = build_app(state, extra_routes=extra_routes, shutdown_grace=config.delivery.timeout)
+    if not paths:
+        target = config.targets["default"]
+        how = "preview (no FEISHU_WEBHOOK: cards are logged)" if target.preview else "Feishu"
+        log.info("embedded default config: target 'default' → %s", how)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host_port[0],
+            port=host_port[1],
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=int(config.delivery.timeout) + 1,
+            **tls,
+        )
+    )
+    _install_sighup(state)
+    log.info("amfeishu listening on %s://%s:%d", "https" if tls else "http", *host_port)
+    server.run()
+    return 0
+
+
+def _tls_options(args: argparse.Namespace, config: Config) -> dict[str, Any]:
+    import ssl
+
+    cert = args.tls_cert_file or (config.tls.cert_file if config.tls else None)
+    key = args.tls_key_file or (config.tls.key_file if config.tls else None)
+    ca = args.tls_client_ca_file or (config.tls.client_ca_file if config.tls else None)
+    if not cert:
+        return {}
+    options: dict[str, Any] = {"ssl_certfile": cert, "ssl_keyfile": key}
+    if ca:
+        options.update(ssl_ca_certs=ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
+    return options
+
+
+def _install_sighup(state: Any) -> None:
+    """SIGHUP reloads like POST /-/reload (installed once the loop runs)."""
+    from amfeishu import reloading
+
+    def on_hup(*_: Any) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        loop.call_soon_threadsafe(reloading.reload, state)
+
+    signal.signal(signal.SIGHUP, on_hup)
+
+
+def check_config(args: argparse.Namespace) -> int:
+    from amfeishu import reloading
+
+    try:
+        config, _ = reloading.build(lambda: load_config(args.path))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{exc.source}: {problem}", file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
+        return 1
+    if args.print_config:
+        from amfeishu.redact import masked_yaml
+
+        print(masked_yaml(load_raw(args.path)), end="")
+    names = ", ".join(config.targets)
+    print(
+        f"OK: {len(config.targets)} target(s) ({names}), {len(config.routes)} route(s)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _read_payload(path: str) -> Any:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def render(args: argparse.Namespace) -> int:
+    from amfeishu.templating import Renderer
+
+    try:
+        config = load_config(args.config)
+        notification = parse_notification(_read_payload(args.payload))
+    except ConfigError as exc:
+        return _fail(str(exc))
+    except (OSError, json.JSONDecodeError, PayloadError) as exc:
+        return _fail(f"{args.payload}: {exc}")
+    target = config.targets.get(args.target)
+    if target is None:
+        return _fail(f"unknown target {args.target!r} (known: {', '.join(config.targets)})")
+    renderer = Renderer(
+        config.templates.dir, language=config.templates.language, timezone=config.templates.timezone
+    )
+    rendered = renderer.render(notification, target)
+    if rendered.error:
+        print(
+            f"amfeishu: template failed, showing the safe card: {rendered.error}", file=sys.stderr
+        )
+    if args.html:
+        from amfeishu.preview import card_html
+
+        print(card_html(rendered.message, title=f"{target.name}: {rendered.template}"))
+    else:
+        print(json.dumps(rendered.message, ensure_ascii=False, indent=2))
+    return 0 if rendered.error is None else 1
+
+
+def _event_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """--title/--text/--severity/--label, the text read from stdin when piped in."""
+    text = args.text
+    if text is None and not sys.stdin.isatty():
+        text = sys.stdin.read()
+    labels = {}
+    for item in args.label:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise PayloadError(f"--label must be KEY=VALUE, got {item!r}")
+        labels[key] = value
+    event: dict[str, Any] = {"title": args.title or "", "text": text or "", "labels": labels}
+    if args.severity:
+        event["severity"] = args.severity
+    if args.link:
+        event["url"] = args.link
+    return event
+
+
+def send(args: argparse.Namespace) -> int:
+    try:
+        if args.payload:
+            body = _read_payload(args.payload)
+            notification = parse_notification(body)
+        else:
+            body = _event_from_args(args)
+            notification = parse_event(body)
+    except (OSError, json.JSONDecodeError, PayloadError) as exc:
+        return _fail(str(exc))
+    if args.url:
+        return _send_to_server(args, body, event=not args.payload)
+    try:
+        config = _config(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    target = config.targets.get(args.target)
+    if target is None:
+        return _fail(f"unknown target {args.target!r} (known: {', '.join(config.targets)})")
+    from amfeishu import assembly
+    from amfeishu.templating import Renderer
+
+    renderer = Renderer(
+        config.templates.dir, language=config.templates.language, timezone=config.templates.timezone
+    )
+    groups = [{0: {i}} for i in range(len(notification.alerts))]
+    cards = assembly.plan(
+        notification, groups, target, renderer, max_per_card=config.grouping.max_alerts_per_card
+    )
+    if target.webhook is None:
+        for card in cards:
+            print(json.dumps(card.message, ensure_ascii=False, indent=2))
+        return _fail(f"target {target.name!r} has no webhook (preview): printed, not sent")
+
+    async def deliver() -> int:
+        client = FeishuClient(timeout=config.delivery.timeout)
+        worst = 0
+        try:
+            for card in cards:
+                secret = target.secret.get() if target.secret else None
+                answer = await client.send(target.webhook.get(), secret, card.message)  # type: ignore[union-attr]
+                print(
+                    json.dumps(
+                        {
+                            "outcome": answer.outcome.value,
+                            "code": answer.code,
+                            "http_status": answer.http_status,
+                            "message": answer.message,
+                            **({"fix": answer.fix} if answer.fix else {}),
+                        },
+                        ensure_ascii=False,
+                    )
+                )
+                if answer.outcome is not Outcome.DELIVERED:
+                    worst = 1
+        finally:
+            await client.aclose()
+        return worst
+
+    return asyncio.run(deliver())
+
+
+def _send_to_server(args: argparse.Namespace, body: Any, *, event: bool) -> int:
+    """Through a running server: dedup, rate limits and the outbox apply."""
+    base = args.url.rstrip("/")
+    token = args.token or os.environ.get("AMFEISHU_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    path = f"/api/v1/notify/{args.target}" if event else f"/alerts/{args.target}"
+    try:
+        response = httpx.post(base + path, json=body, headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        return _fail(f"cannot reach {base}: {type(exc).__name__}")
+    print(response.text.strip())
+    return 0 if response.status_code == 200 else 1
+
+
+def outbox(args: argparse.Namespace) -> int:
+    from amfeishu.outbox import open_outbox
+
+    try:
+        config = _config(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if config.storage.path == ":memory:":
+        return _fail("storage.path is :memory:, there is no outbox to read")
+    if args.action == "replay" and args.id is None and not args.all:
+        return _fail("replay needs an ID or --all", 2)
+
+    async def run() -> int:
+        box = open_outbox(config.storage.path)
+        await box.open()
+        try:
+            if args.action == "list":
+                dead = await box.dead()
+                if args.id is not None:
+                    dead = [e for e in dead if e.id == args.id]
+                for e in dead:
+                    when = datetime.fromtimestamp(e.received_at, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+                    alerts = len(e.payload.get("alerts", []))
+                    print(
+                        f"{e.id}\t{e.target}\t{when}\t{alerts} alert(s)\t"
+                        f"attempts={e.attempts}\t{e.last_error or ''}"
+                    )
+                print(f"{len(dead)} dead letter(s)", file=sys.stderr)
+                return 0
+            count = await box.revive(None if args.all else [args.id])
+            print(
+                f"requeued {count} dead letter(s); a running amfeishu serve sends them "
+                "within seconds",
+                file=sys.stderr,
+            )
+            return 0 if count else 1
+        finally:
+            await box.close()
+
+    return asyncio.run(run())

@@ -1,0 +1,609 @@
+"""YAML → Config: env expansion, durations, secrets and their *_file twins.
+
+Every problem is collected with its path (`targets.ops.rate_limit.per_second:
+must be > 0, got -1`) so `check-config` can print them all at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from amfeishu.matchers import MatcherError, parse_matcher
+from amfeishu.settings import (
+    TLS,
+    Auth,
+    Config,
+    Dedup,
+    Delivery,
+    Grouping,
+    RateLimit,
+    Route,
+    Secret,
+    Storage,
+    Target,
+    Templates,
+)
+
+FEISHU_HOOK_HOSTS = ("open.feishu.cn", "open.larksuite.com", "open.larkoffice.com")
+LANGUAGES = ("zh", "en", "auto")
+MSG_TYPES = ("interactive", "text", "post")
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+_TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_OPEN_ID = re.compile(r"^ou_[A-Za-z0-9_-]+$")
+
+
+class ConfigError(Exception):
+    """The config is invalid; `problems` lists every one, each with its path."""
+
+    def __init__(self, problems: list[str], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(where + "; ".join(problems))
+
+
+class _Reader:
+    """Walks the YAML tree, collecting problems instead of stopping at the first."""
+
+    def __init__(self, env: Mapping[str, str], base_dir: Path) -> None:
+        self.env = env
+        self.base_dir = base_dir
+        self.problems: list[str] = []
+
+    def problem(self, path: str, text: str) -> None:
+        self.problems.append(f"{path}: {text}" if path else text)
+
+    def section(self, data: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            self.problem(path, f"must be a mapping, got {_kind(data)}")
+            return {}
+        for key in data:
+            if key not in allowed:
+                hint = _closest(str(key), allowed)
+                self.problem(
+                    _join(path, str(key)),
+                    "unknown key" + (f" (did you mean {hint!r}?)" if hint else ""),
+                )
+        return data
+
+    def expand(self, value: str, path: str) -> str:
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in self.env:
+                return self.env[name]
+            if default is not None:
+                return default
+            self.problem(
+                path,
+                f"environment variable {name} is not set (use ${{{name}:-default}} for a default)",
+            )
+            return ""
+
+        return _ENV.sub(sub, value)
+
+    def string(
+        self, data: dict[str, Any], key: str, path: str, default: str | None = None
+    ) -> str | None:
+        if key not in data or data[key] is None:
+            return default
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            self.problem(_join(path, key), f"must be a string, got {_kind(value)}")
+            return default
+        return self.expand(str(value), _join(path, key))
+
+    def secret(self, data: dict[str, Any], key: str, path: str) -> Secret | None:
+        """`key` or `key_file` (never both); the value itself never reaches a message."""
+        known = len(self.problems)
+        inline = self.string(data, key, path)
+        file_key = f"{key}_file"
+        file_name = self.string(data, file_key, path)
+        if inline is not None and file_name is not None:
+            self.problem(path, f"set {key} or {file_key}, not both")
+            return None
+        if file_name is not None:
+            file_path = (
+                (self.base_dir / file_name) if not os.path.isabs(file_name) else Path(file_name)
+            )
+            try:
+                text = file_path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                self.problem(
+                    _join(path, file_key), f"cannot read {file_name}: {exc.strerror or exc}"
+                )
+                return None
+            if not text:
+                self.problem(_join(path, file_key), f"{file_name} is empty")
+                return None
+            return Secret(text)
+        if inline is None:
+            return None
+        if not inline.strip():
+            if len(self.problems) == known:  # an unset variable was already reported
+                self.problem(_join(path, key), "is empty")
+            return None
+        return Secret(inline.strip())
+
+    def number(
+        self,
+        data: dict[str, Any],
+        key: str,
+        path: str,
+        default: float,
+        *,
+        minimum: float = 0,
+        integer: bool = False,
+        strict: bool = True,
+    ) -> float:
+        if key not in data or data[key] is None:
+            return default
+        value = data[key]
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = float(self.expand(value, _join(path, key)))
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (integer and float(value) != int(value))
+        ):
+            self.problem(
+                _join(path, key), f"must be a {'whole ' if integer else ''}number, got {value!r}"
+            )
+            return default
+        if (value <= minimum) if strict else (value < minimum):
+            self.problem(
+                _join(path, key), f"must be {'>' if strict else '>='} {minimum:g}, got {value:g}"
+            )
+            return default
+        return int(value) if integer else float(value)
+
+    def duration(
+        self, data: dict[str, Any], key: str, path: str, default: float, *, allow_zero: bool = False
+    ) -> float:
+        raw = self.string(data, key, path)
+        if raw is None:
+            return default
+        seconds = parse_duration(raw)
+        if seconds is None:
+            self.problem(_join(path, key), f"must be a duration like 30s, 5m or 1h, got {raw!r}")
+            return default
+        if seconds == 0 and not allow_zero:
+            self.problem(_join(path, key), f"must be > 0, got {raw!r}")
+            return default
+        return seconds
+
+    def boolean(self, data: dict[str, Any], key: str, path: str, default: bool) -> bool:
+        value = data.get(key, default)
+        if isinstance(value, str):
+            value = {"true": True, "false": False}.get(
+                self.expand(value, _join(path, key)).lower(), value
+            )
+        if not isinstance(value, bool):
+            self.problem(_join(path, key), f"must be true or false, got {value!r}")
+            return default
+        return value
+
+    def choice(
+        self, data: dict[str, Any], key: str, path: str, default: str, options: tuple[str, ...]
+    ) -> str:
+        value = self.string(data, key, path, default) or default
+        if value not in options:
+            self.problem(_join(path, key), f"must be one of {', '.join(options)}, got {value!r}")
+            return default
+        return value
+
+    def timezone(self, data: dict[str, Any], key: str, path: str, default: str) -> str:
+        value = self.string(data, key, path, default) or default
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.problem(
+                _join(path, key),
+                f"unknown time zone {value!r} (use an IANA name like Asia/Shanghai)",
+            )
+            return default
+        return value
+
+
+def parse_duration(text: str) -> float | None:
+    """Prometheus-style duration (`1h30m`, `500ms`, `0s`) in seconds; None when malformed."""
+    text = text.strip()
+    if text == "0":
+        return 0.0
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            return None
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    return total if pos == len(text) and pos > 0 else None
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _closest(key: str, allowed: tuple[str, ...]) -> str | None:
+    import difflib
+
+    found = difflib.get_close_matches(key, allowed, n=1, cutoff=0.75)
+    return found[0] if found else None
+
+
+def validate_webhook(url: str) -> str | None:
+    """None when usable, else the problem (never echoing the token)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http(s) URL with a host, like https://open.feishu.cn/open-apis/bot/v2/hook/<token>"
+    if parts.hostname in FEISHU_HOOK_HOSTS:
+        if parts.scheme != "https":
+            return f"{parts.hostname} must be reached over https"
+        if not re.fullmatch(r"/open-apis/bot/v2/hook/[A-Za-z0-9_-]+", parts.path):
+            return f"a {parts.hostname} webhook must look like https://{parts.hostname}/open-apis/bot/v2/hook/<token>"
+    return None
+
+
+def _target(r: _Reader, name: str, data: Any, templates: Templates) -> Target:
+    path = f"targets.{name}"
+    if not _TARGET_NAME.match(name):
+        r.problem(
+            path,
+            "name must be letters, digits, '_', '.', '-' (it is used in URLs and metric labels)",
+        )
+    d = r.section(
+        data,
+        path,
+        (
+            "webhook",
+            "webhook_file",
+            "secret",
+            "secret_file",
+            "template",
+            "language",
+            "timezone",
+            "send_resolved",
+            "mentions",
+            "mention_label",
+            "rate_limit",
+            "msg_type",
+            "keyword",
+            "card_template_id",
+            "card_template_version",
+        ),
+    )
+    webhook = r.secret(d, "webhook", path)
+    if webhook is not None and (why := validate_webhook(webhook.get())):
+        r.problem(_join(path, "webhook"), why)
+    rate = r.section(d.get("rate_limit"), _join(path, "rate_limit"), ("per_second", "per_minute"))
+    rate_path = _join(path, "rate_limit")
+    return Target(
+        name=name,
+        webhook=webhook,
+        secret=r.secret(d, "secret", path),
+        template=r.string(d, "template", path, "default") or "default",
+        language=r.choice(d, "language", path, templates.language, LANGUAGES),
+        timezone=r.timezone(d, "timezone", path, templates.timezone),
+        send_resolved=r.boolean(d, "send_resolved", path, True),
+        mentions=_mentions(r, d.get("mentions"), _join(path, "mentions")),
+        mention_label=r.string(d, "mention_label", path, "feishu_mention") or "feishu_mention",
+        rate_limit=RateLimit(
+            per_second=r.number(rate, "per_second", rate_path, 5.0),
+            per_minute=r.number(rate, "per_minute", rate_path, 100.0),
+        ),
+        msg_type=r.choice(d, "msg_type", path, "interactive", MSG_TYPES),
+        keyword=r.string(d, "keyword", path),
+        card_template_id=r.string(d, "card_template_id", path),
+        card_template_version=r.string(d, "card_template_version", path),
+    )
+
+
+def _mentions(r: _Reader, data: Any, path: str) -> dict[str, tuple[str, ...]]:
+    d = r.section(data, path, ("critical", "warning", "info", "resolved", "default"))
+    out: dict[str, tuple[str, ...]] = {}
+    for severity, ids in d.items():
+        item_path = _join(path, str(severity))
+        if isinstance(ids, str):
+            ids = [ids]
+        if not isinstance(ids, list):
+            r.problem(item_path, f"must be a list of open_ids or 'all', got {_kind(ids)}")
+            continue
+        good: list[str] = []
+        for i, who in enumerate(ids):
+            who = r.expand(str(who), f"{item_path}[{i}]")
+            if who != "all" and not _OPEN_ID.match(who):
+                r.problem(
+                    f"{item_path}[{i}]",
+                    f"must be 'all' or an open_id like ou_xxx, got {who!r}"
+                    " (custom bots cannot @ by email)",
+                )
+            elif who not in good:
+                good.append(who)
+        out[str(severity)] = tuple(good)
+    return out
+
+
+def _routes(r: _Reader, data: Any, targets: dict[str, Target]) -> tuple[Route, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        r.problem("routes", f"must be a list, got {_kind(data)}")
+        return ()
+    routes: list[Route] = []
+    for i, item in enumerate(data):
+        path = f"routes[{i}]"
+        d = r.section(item, path, ("matchers", "targets", "continue"))
+        matchers = []
+        raw_matchers = d.get("matchers") or []
+        if not isinstance(raw_matchers, list):
+            r.problem(
+                _join(path, "matchers"), f"must be a list of strings, got {_kind(raw_matchers)}"
+            )
+            raw_matchers = []
+        for j, text in enumerate(raw_matchers):
+            try:
+                matchers.append(parse_matcher(r.expand(str(text), f"{path}.matchers[{j}]")))
+            except MatcherError as exc:
+                r.problem(f"{path}.matchers[{j}]", str(exc))
+        names = d.get("targets")
+        if isinstance(names, str):
+            names = [names]
+        if not isinstance(names, list) or not names:
+            r.problem(_join(path, "targets"), "must be a non-empty list of target names")
+            names = []
+        for name in names:
+            if str(name) not in targets:
+                r.problem(
+                    _join(path, "targets"),
+                    f"unknown target {name!r} (known: {', '.join(sorted(targets)) or 'none'})",
+                )
+        routes.append(
+            Route(
+                tuple(matchers), tuple(str(n) for n in names), r.boolean(d, "continue", path, False)
+            )
+        )
+    return tuple(routes)
+
+
+def build_config(
+    data: Any,
+    *,
+    env: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+    source: str = "",
+) -> Config:
+    """A parsed YAML document → Config, or ConfigError listing every problem."""
+    r = _Reader(os.environ if env is None else env, base_dir or Path.cwd())
+    if data is None:
+        data = {}
+    top = r.section(
+        data,
+        "",
+        (
+            "listen",
+            "tls",
+            "auth",
+            "templates",
+            "dedup",
+            "grouping",
+            "storage",
+            "delivery",
+            "targets",
+            "routes",
+        ),
+    )
+    tpl = r.section(top.get("templates"), "templates", ("dir", "language", "timezone"))
+    templates = Templates(
+        dir=r.string(tpl, "dir", "templates"),
+        language=r.choice(tpl, "language", "templates", "zh", ("zh", "en", "auto")),
+        timezone=r.timezone(tpl, "timezone", "templates", "Asia/Shanghai"),
+    )
+    if templates.dir is not None and not os.path.isdir(_resolve(r, templates.dir)):
+        r.problem("templates.dir", f"{templates.dir} is not a directory")
+    raw_targets = r.section(
+        top.get("targets"),
+        "targets",
+        tuple(str(k) for k in (top.get("targets") or {}) if isinstance(top.get("targets"), dict)),
+    )
+    targets = {
+        str(name): _target(r, str(name), body, templates) for name, body in raw_targets.items()
+    }
+    if not targets:
+        r.problem("targets", "at least one target is required")
+    config = Config(
+        listen=_listen(r, top),
+        tls=_tls(r, top.get("tls")),
+        auth=_auth(r, top.get("auth")),
+        templates=Templates(
+            _resolve(r, templates.dir) if templates.dir else None,
+            templates.language,
+            templates.timezone,
+        ),
+        dedup=_dedup(r, top.get("dedup")),
+        grouping=_grouping(r, top.get("grouping")),
+        storage=_storage(r, top.get("storage")),
+        delivery=_delivery(r, top.get("delivery")),
+        targets=targets,
+        routes=_routes(r, top.get("routes"), targets),
+        source=source or "<memory>",
+    )
+    if r.problems:
+        raise ConfigError(r.problems, source)
+    return config
+
+
+def _resolve(r: _Reader, path: str) -> str:
+    return path if os.path.isabs(path) else str(r.base_dir / path)
+
+
+def _listen(r: _Reader, top: dict[str, Any]) -> str:
+    value = r.string(top, "listen", "", "0.0.0.0:8064") or "0.0.0.0:8064"
+    if parse_listen(value) is None:
+        r.problem("listen", f"must be HOST:PORT with a port from 1 to 65535, got {value!r}")
+    return value
+
+
+def parse_listen(value: str) -> tuple[str, int] | None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _tls(r: _Reader, data: Any) -> TLS | None:
+    if data is None:
+        return None
+    d = r.section(data, "tls", ("cert_file", "key_file", "client_ca_file"))
+    files = {k: r.string(d, k, "tls") for k in ("cert_file", "key_file", "client_ca_file")}
+    for key in ("cert_file", "key_file"):
+        if not files[key]:
+            r.problem(f"tls.{key}", "is required when tls is set")
+    for key, value in files.items():
+        if value and not os.path.isfile(_resolve(r, value)):
+            r.problem(f"tls.{key}", f"{value} does not exist")
+    if not (files["cert_file"] and files["key_file"]):
+        return None
+    ca = files["client_ca_file"]
+    return TLS(
+        _resolve(r, files["cert_file"]),
+        _resolve(r, files["key_file"]),
+        _resolve(r, ca) if ca else None,
+    )
+
+
+def _auth(r: _Reader, data: Any) -> Auth:
+    d = r.section(data, "auth", ("bearer_token", "bearer_token_file", "basic_auth"))
+    basic = r.section(
+        d.get("basic_auth"), "auth.basic_auth", ("username", "password", "password_file")
+    )
+    username = r.string(basic, "username", "auth.basic_auth")
+    password = r.secret(basic, "password", "auth.basic_auth")
+    if basic and (not username or password is None):
+        r.problem("auth.basic_auth", "needs both username and password (or password_file)")
+    return Auth(
+        bearer_token=r.secret(d, "bearer_token", "auth"),
+        basic_username=username if basic else None,
+        basic_password=password,
+    )
+
+
+def _dedup(r: _Reader, data: Any) -> Dedup:
+    d = r.section(data, "dedup", ("ttl", "max_entries"))
+    return Dedup(
+        ttl=r.duration(d, "ttl", "dedup", 300.0, allow_zero=True),
+        max_entries=int(r.number(d, "max_entries", "dedup", 100_000, integer=True)),
+    )
+
+
+def _grouping(r: _Reader, data: Any) -> Grouping:
+    d = r.section(data, "grouping", ("wait", "max_alerts_per_card"))
+    return Grouping(
+        wait=r.duration(d, "wait", "grouping", 0.0, allow_zero=True),
+        max_alerts_per_card=int(r.number(d, "max_alerts_per_card", "grouping", 30, integer=True)),
+    )
+
+
+def _storage(r: _Reader, data: Any) -> Storage:
+    d = r.section(data, "storage", ("path", "redis_url", "redis_url_file"))
+    redis_url = r.secret(d, "redis_url", "storage")
+    if redis_url is not None and urlsplit(redis_url.get()).scheme not in (
+        "redis",
+        "rediss",
+        "unix",
+        "redis+sentinel",
+    ):
+        r.problem(
+            "storage.redis_url", "must start with redis://, rediss://, unix:// or redis+sentinel://"
+        )
+    path = r.string(d, "path", "storage", "./amfeishu-outbox.db") or "./amfeishu-outbox.db"
+    return Storage(path=path if path == ":memory:" else _resolve(r, path), redis_url=redis_url)
+
+
+def _delivery(r: _Reader, data: Any) -> Delivery:
+    d = r.section(data, "delivery", ("timeout", "max_retry_age"))
+    return Delivery(
+        timeout=r.duration(d, "timeout", "delivery", 10.0),
+        max_retry_age=r.duration(d, "max_retry_age", "delivery", 3600.0),
+    )
+
+
+def _read_yaml(path: str | Path) -> Any:
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read config: {exc.strerror or exc}"], source) from None
+    except UnicodeDecodeError:
+        raise ConfigError(["config is not UTF-8 text"], source) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or exc
+        raise ConfigError([f"{where}invalid YAML: {problem}"], source) from None
+
+
+def merge_maps(base: Any, overlay: Any) -> Any:
+    """Overlay wins; mappings are merged key by key, everything else is replaced."""
+    if isinstance(base, dict) and isinstance(overlay, dict):
+        merged = dict(base)
+        for key, value in overlay.items():
+            merged[key] = merge_maps(base.get(key), value) if key in base else value
+        return merged
+    return overlay
+
+
+def load_raw(paths: list[str | Path] | str | Path) -> Any:
+    """The merged YAML of one or more files (later files overlay earlier ones)."""
+    files = [paths] if isinstance(paths, str | Path) else list(paths)
+    data: Any = None
+    for path in files:
+        layer = _read_yaml(path)
+        data = layer if data is None else merge_maps(data, layer)
+    return data
+
+
+def load_config(
+    paths: list[str | Path] | str | Path, *, env: Mapping[str, str] | None = None
+) -> Config:
+    """Read, overlay and validate one or more YAML config files."""
+    files = [paths] if isinstance(paths, str | Path) else list(paths)
+    data = load_raw(files)
+    source = " + ".join(str(p) for p in files)
+    return build_config(data, env=env, base_dir=Path(files[0]).resolve().parent, source=source)
+
+
+def embedded_default(env: Mapping[str, str] | None = None) -> Config:
+    """`serve` without --config: target `default` from FEISHU_WEBHOOK, else a preview."""
+    env = os.environ if env is None else env
+    target: dict[str, Any] = {}
+    if env.get("FEISHU_WEBHOOK"):
+        target["webhook"] = "${FEISHU_WEBHOOK}"
+        if env.get("FEISHU_SECRET"):
+            target["secret"] = "${FEISHU_SECRET}"
+    data = {
+        "listen": env.get("AMFEISHU_LISTEN", "0.0.0.0:8064"),
+        "storage": {"path": env.get("AMFEISHU_STORAGE", "./amfeishu-outbox.db")},
+        "targets": {"default": target},
+        "routes": [{"targets": ["default"]}],
+    }
+    return build_config(data, env=env, source="<embedded default>")

@@ -1,0 +1,84 @@
+"""The Prometheus metrics (DESIGN §8). Labels carry target names, never URLs or secrets."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from amfeishu import __version__
+
+
+class Metrics:
+    """One registry per app, so tests can run several apps in one process."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.alerts_received = Counter(
+            "amfeishu_alerts_received", "Alerts received, by target.", ["target"], registry=r
+        )
+        self.requests = Counter(
+            "amfeishu_requests",
+            "Webhook requests by endpoint and HTTP status.",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.unrouted_alerts = Counter(
+            "amfeishu_alerts_unrouted", "Alerts that matched no route.", registry=r
+        )
+        self.notifications = Counter(
+            "amfeishu_notifications",
+            "Notifications by final outcome: delivered, deduplicated, failed, dead, skipped.",
+            ["target", "outcome"],
+            registry=r,
+        )
+        self.attempts = Counter(
+            "amfeishu_delivery_attempts",
+            "Delivery attempts by result and Feishu code.",
+            ["target", "result", "code"],
+            registry=r,
+        )
+        self.cards = Counter("amfeishu_cards_sent", "Cards delivered.", ["target"], registry=r)
+        self.latency = Histogram(
+            "amfeishu_delivery_latency_seconds",
+            "From receipt to Feishu's code == 0.",
+            ["target"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+        )
+        self.outbox_depth = Gauge(
+            "amfeishu_outbox_depth", "Notifications pending delivery.", ["target"], registry=r
+        )
+        self.dead_letters = Gauge(
+            "amfeishu_dead_letters", "Notifications kept as dead letters.", ["target"], registry=r
+        )
+        self.rate_limit_waits = Counter(
+            "amfeishu_rate_limit_waits",
+            "Times a send waited for the bot's rate limit.",
+            ["target"],
+            registry=r,
+        )
+        self.rate_limit_wait_seconds = Counter(
+            "amfeishu_rate_limit_wait_seconds",
+            "Seconds spent waiting for the rate limit.",
+            ["target"],
+            registry=r,
+        )
+        self.template_errors = Counter(
+            "amfeishu_template_errors",
+            "Templates that failed; the safe card went out instead.",
+            ["target"],
+            registry=r,
+        )
+        self.reload_ok = Gauge(
+            "amfeishu_config_last_reload_successful",
+            "Whether the last configuration reload succeeded.",
+            registry=r,
+        )
+        self.reload_time = Gauge(
+            "amfeishu_config_last_reload_success_timestamp_seconds",
+            "Time of the last successful configuration reload.",
+            registry=r,
+        )
+        self.config_hash = Gauge(
+            "amfeishu_config_hash", "Hash of the loaded configuration.", registry=r
+        )
+        Info("amfeishu_build", "Build information.", registry=r).info({"version": __version__})

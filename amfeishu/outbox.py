@@ -1,0 +1,360 @@
+"""The durable queue of notifications per target.
+
+A notification is written (and committed) before Alertmanager gets its 2xx,
+and leaves the `pending` state only when Feishu said `code == 0`, when it
+was a duplicate, or when it went dead. SQLite runs on one thread of its own
+and commits the requests of one loop tick together: a commit per request on
+the event loop halves the receiver's throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+PENDING, DELIVERED, DUPLICATE, DEAD = "pending", "delivered", "duplicate", "dead"
+
+
+class OutboxError(Exception):
+    """The outbox cannot store or read; the receiver answers 503."""
+
+
+@dataclass
+class Entry:
+    id: int
+    target: str
+    payload: dict[str, Any]
+    dedup_key: str
+    trace_id: str
+    received_at: float  # wall clock, seconds
+    state: str = PENDING
+    attempts: int = 0
+    last_error: str | None = None
+    updated_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    target: str
+    payload: dict[str, Any]
+    dedup_key: str
+    trace_id: str
+
+
+class Outbox(Protocol):
+    """What the dispatcher, the receiver and `amfeishu outbox` need of storage."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def put(self, items: list[NewEntry]) -> list[Entry]: ...
+    async def pending(self, target: str | None = None) -> list[Entry]: ...
+    async def finish(self, ids: Iterable[int], state: str, error: str | None = None) -> None: ...
+    async def attempted(self, ids: Iterable[int], error: str) -> None: ...
+    async def recent(self, since: float) -> list[Entry]: ...
+    async def dead(self, target: str | None = None) -> list[Entry]: ...
+    async def revive(self, ids: Iterable[int] | None) -> int: ...
+    async def purge(self, before: float) -> int: ...
+    async def check(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    target TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    dedup_key TEXT NOT NULL,
+    trace_id TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, target);
+CREATE INDEX IF NOT EXISTS outbox_updated ON outbox (state, updated_at);
+"""
+_COLUMNS = (
+    "id, target, payload, dedup_key, trace_id, received_at, state, attempts, last_error, updated_at"
+)
+
+
+def _row(row: tuple[Any, ...]) -> Entry:
+    return Entry(row[0], row[1], json.loads(row[2]), *row[3:])
+
+
+class SQLiteOutbox:
+    """SQLite in WAL mode; every statement runs on one worker thread."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
+        self._db: sqlite3.Connection | None = None
+        self._batch: list[tuple[NewEntry, asyncio.Future[Entry]]] = []
+        self._flushing = False
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._db is None:
+                raise OutboxError("outbox is closed")
+            try:
+                return fn(self._db)
+            except sqlite3.Error as exc:
+                self._db.rollback()
+                raise OutboxError(f"outbox {self.path}: {exc}") from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def open(self) -> None:
+        def connect() -> None:
+            db = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash
+                db.executescript(_SCHEMA)
+                db.commit()
+            except sqlite3.Error as exc:
+                db.close()
+                raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
+            self._db = db
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        def shut() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, shut)
+        self._executor.shutdown(wait=True)
+
+    async def put(self, items: list[NewEntry]) -> list[Entry]:
+        """Durable when it returns. Concurrent callers share one transaction."""
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in items]
+        self._batch.extend(zip(items, futures, strict=True))
+        if not self._flushing:
+            self._flushing = True
+            self._flush_task = loop.create_task(self._flush())
+        return list(await asyncio.gather(*futures))
+
+    async def _flush(self) -> None:
+        try:
+            while self._batch:
+                await asyncio.sleep(0)  # let the rest of this tick's requests join
+                batch, self._batch = self._batch, []
+                try:
+                    entries = await self._run(lambda db, b=batch: _insert(db, [i for i, _ in b]))
+                except Exception as exc:  # every waiter learns of it and answers 503
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(OutboxError(str(exc)))
+                    continue
+                for (_, fut), entry in zip(batch, entries, strict=True):
+                    if not fut.done():
+                        fut.set_result(entry)
+        finally:
+            self._flushing = False
+
+    async def pending(self, target: str | None = None) -> list[Entry]:
+        return await self._select(PENDING, target)
+
+    async def dead(self, target: str | None = None) -> list[Entry]:
+        return await self._select(DEAD, target)
+
+    async def _select(self, state: str, target: str | None) -> list[Entry]:
+        sql = f"SELECT {_COLUMNS} FROM outbox WHERE state = ?"
+        args: tuple[Any, ...] = (state,)
+        if target is not None:
+            sql, args = sql + " AND target = ?", (state, target)
+        return await self._run(lambda db: [_row(r) for r in db.execute(sql + " ORDER BY id", args)])
+
+    async def recent(self, since: float) -> list[Entry]:
+        sql = f"SELECT {_COLUMNS} FROM outbox WHERE state IN (?, ?) AND updated_at >= ? ORDER BY id"
+        return await self._run(
+            lambda db: [_row(r) for r in db.execute(sql, (DELIVERED, DUPLICATE, since))]
+        )
+
+    async def finish(self, ids: Iterable[int], state: str, error: str | None = None) -> None:
+        rows = [(state, error, time.time(), i) for i in ids]
+        await self._write(
+            "UPDATE outbox SET state = ?, last_error = COALESCE(?, last_error), updated_at = ?"
+            " WHERE id = ?",
+            rows,
+        )
+
+    async def attempted(self, ids: Iterable[int], error: str) -> None:
+        rows = [(error, time.time(), i) for i in ids]
+        await self._write(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, updated_at = ?"
+            " WHERE id = ?",
+            rows,
+        )
+
+    async def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(sql, rows)
+            db.commit()
+
+        await self._run(write)
+
+    async def revive(self, ids: Iterable[int] | None) -> int:
+        def revive(db: sqlite3.Connection) -> int:
+            now = time.time()
+            if ids is None:
+                cur = db.execute(
+                    "UPDATE outbox SET state = ?, attempts = 0, updated_at = ?, received_at = ?"
+                    " WHERE state = ?",
+                    (PENDING, now, now, DEAD),
+                )
+            else:
+                cur = db.executemany(
+                    "UPDATE outbox SET state = ?, attempts = 0, updated_at = ?, received_at = ?"
+                    " WHERE state = ? AND id = ?",
+                    [(PENDING, now, now, DEAD, i) for i in ids],
+                )
+            db.commit()
+            return cur.rowcount
+
+        return await self._run(revive)
+
+    async def purge(self, before: float) -> int:
+        def purge(db: sqlite3.Connection) -> int:
+            cur = db.execute(
+                "DELETE FROM outbox WHERE state IN (?, ?) AND updated_at < ?",
+                (DELIVERED, DUPLICATE, before),
+            )
+            db.commit()
+            return cur.rowcount
+
+        return await self._run(purge)
+
+    async def check(self) -> None:
+        await self._run(lambda db: db.execute("SELECT 1").fetchone())
+
+
+def _insert(db: sqlite3.Connection, items: list[NewEntry]) -> list[Entry]:
+    now = time.time()
+    entries = []
+    try:
+        for item in items:
+            cur = db.execute(
+                "INSERT INTO outbox (target, payload, dedup_key, trace_id, received_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    item.target,
+                    json.dumps(item.payload, ensure_ascii=False),
+                    item.dedup_key,
+                    item.trace_id,
+                    now,
+                    now,
+                ),
+            )
+            entries.append(
+                Entry(
+                    int(cur.lastrowid or 0),
+                    item.target,
+                    item.payload,
+                    item.dedup_key,
+                    item.trace_id,
+                    now,
+                    updated_at=now,
+                )
+            )
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    return entries
+
+
+class MemoryOutbox:
+    """`storage.path: ":memory:"`: same behaviour, nothing survives a restart."""
+
+    def __init__(self) -> None:
+        self._rows: dict[int, Entry] = {}
+        self._next = 1
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def put(self, items: list[NewEntry]) -> list[Entry]:
+        now = time.time()
+        out = []
+        for item in items:
+            entry = Entry(self._next, item.target, item.payload, item.dedup_key, item.trace_id, now)
+            self._rows[entry.id] = entry
+            self._next += 1
+            out.append(entry)
+        return out
+
+    def _select(self, state: str, target: str | None) -> list[Entry]:
+        return [e for e in self._rows.values() if e.state == state and target in (None, e.target)]
+
+    async def pending(self, target: str | None = None) -> list[Entry]:
+        return self._select(PENDING, target)
+
+    async def dead(self, target: str | None = None) -> list[Entry]:
+        return self._select(DEAD, target)
+
+    async def recent(self, since: float) -> list[Entry]:
+        return [
+            e
+            for e in self._rows.values()
+            if e.state in (DELIVERED, DUPLICATE) and e.updated_at >= since
+        ]
+
+    async def finish(self, ids: Iterable[int], state: str, error: str | None = None) -> None:
+        for i in ids:
+            if (entry := self._rows.get(i)) is not None:
+                entry.state, entry.updated_at = state, time.time()
+                entry.last_error = error or entry.last_error
+
+    async def attempted(self, ids: Iterable[int], error: str) -> None:
+        for i in ids:
+            if (entry := self._rows.get(i)) is not None:
+                entry.attempts += 1
+                entry.last_error, entry.updated_at = error, time.time()
+
+    async def revive(self, ids: Iterable[int] | None) -> int:
+        wanted = None if ids is None else set(ids)
+        count = 0
+        for entry in self._rows.values():
+            if entry.state == DEAD and (wanted is None or entry.id in wanted):
+                entry.state, entry.attempts = PENDING, 0
+                entry.received_at = entry.updated_at = time.time()
+                count += 1
+        return count
+
+    async def purge(self, before: float) -> int:
+        old = [
+            i
+            for i, e in self._rows.items()
+            if e.state in (DELIVERED, DUPLICATE) and e.updated_at < before
+        ]
+        for i in old:
+            del self._rows[i]
+        return len(old)
+
+    async def check(self) -> None:
+        return None
+
+
+def open_outbox(path: str) -> Outbox:
+    return MemoryOutbox() if path == ":memory:" else SQLiteOutbox(path)

@@ -1,0 +1,61 @@
+"""Per-webhook send limits as sliding windows.
+
+Feishu allows 5 requests/s and 100/min per bot and does not say whether its
+windows are fixed or sliding. A token bucket refilled continuously lets
+through up to twice its size within one window (a full bucket plus a
+window's refill), which a sliding window would refuse; a log of recent send
+times never exceeds the limit in any window, fixed or sliding. A small
+margin absorbs network jitter between our clock and Feishu's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+
+WINDOW_MARGIN = 1.1  # seconds of slack multiplier on each window
+
+
+class SlidingWindowLimiter:
+    def __init__(
+        self,
+        per_second: float,
+        per_minute: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._limits = [(1.0 * WINDOW_MARGIN, int(per_second)), (60.0 + 1.0, int(per_minute))]
+        self._sent: deque[float] = deque()
+        self._clock = clock
+        self._lock = asyncio.Lock()
+
+    def delay(self) -> float:
+        """Seconds until one more send stays within every window (0 = now)."""
+        now = self._clock()
+        horizon = max(w for w, _ in self._limits)
+        while self._sent and self._sent[0] <= now - horizon:
+            self._sent.popleft()
+        wait = 0.0
+        for window, limit in self._limits:
+            if limit <= 0:
+                continue
+            recent = [t for t in self._sent if t > now - window] if len(self._sent) >= limit else []
+            if len(recent) >= limit:
+                wait = max(wait, recent[-limit] + window - now)
+        return wait
+
+    def record(self) -> None:
+        self._sent.append(self._clock())
+
+    async def acquire(self, on_wait: Callable[[float], None] | None = None) -> float:
+        """Wait for a slot and take it; returns the seconds waited."""
+        waited = 0.0
+        async with self._lock:
+            while (pause := self.delay()) > 0:
+                if on_wait is not None:
+                    on_wait(pause)
+                await asyncio.sleep(pause)
+                waited += pause
+            self.record()
+        return waited

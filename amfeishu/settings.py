@@ -1,0 +1,133 @@
+"""The configuration as frozen dataclasses (DESIGN §4). Parsing lives in config.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from amfeishu.matchers import Matcher
+
+DEFAULT_LISTEN = "0.0.0.0:8064"
+DEFAULT_STORAGE_PATH = "./amfeishu-outbox.db"
+SEVERITIES = ("critical", "warning", "info", "resolved", "default")
+
+
+class Secret:
+    """A string that never shows its value in repr/str/logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    per_second: float = 5.0
+    per_minute: float = 100.0
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    webhook: Secret | None = None  # None = preview target: logs cards, delivers nowhere
+    secret: Secret | None = None
+    template: str = "default"
+    language: str = "zh"  # zh | en | auto
+    timezone: str = "Asia/Shanghai"
+    send_resolved: bool = True
+    mentions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # severity → ids
+    mention_label: str = "feishu_mention"  # label/annotation naming open_ids to @
+    rate_limit: RateLimit = field(default_factory=RateLimit)
+    msg_type: str = "interactive"  # interactive | text | post
+    keyword: str | None = None
+    card_template_id: str | None = None  # Feishu CardKit template instead of Jinja2
+    card_template_version: str | None = None
+
+    @property
+    def preview(self) -> bool:
+        return self.webhook is None
+
+
+@dataclass(frozen=True)
+class Route:
+    matchers: tuple[Matcher, ...]
+    targets: tuple[str, ...]
+    continue_: bool = False
+
+
+@dataclass(frozen=True)
+class Auth:
+    bearer_token: Secret | None = None
+    basic_username: str | None = None
+    basic_password: Secret | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.bearer_token is not None or self.basic_username is not None
+
+
+@dataclass(frozen=True)
+class TLS:
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Templates:
+    dir: str | None = None
+    language: str = "zh"
+    timezone: str = "Asia/Shanghai"
+
+
+@dataclass(frozen=True)
+class Dedup:
+    ttl: float = 300.0
+    max_entries: int = 100_000
+
+
+@dataclass(frozen=True)
+class Grouping:
+    wait: float = 0.0
+    max_alerts_per_card: int = 30
+
+
+@dataclass(frozen=True)
+class Storage:
+    path: str = DEFAULT_STORAGE_PATH
+    redis_url: Secret | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    timeout: float = 10.0
+    max_retry_age: float = 3600.0
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: str = DEFAULT_LISTEN
+    tls: TLS | None = None
+    auth: Auth = field(default_factory=Auth)
+    templates: Templates = field(default_factory=Templates)
+    dedup: Dedup = field(default_factory=Dedup)
+    grouping: Grouping = field(default_factory=Grouping)
+    storage: Storage = field(default_factory=Storage)
+    delivery: Delivery = field(default_factory=Delivery)
+    targets: dict[str, Target] = field(default_factory=dict)
+    routes: tuple[Route, ...] = ()
+    source: str = "<embedded default>"  # where it was loaded from, for messages

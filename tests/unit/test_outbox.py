@@ -1,0 +1,114 @@
+"""Backend contract: every outbox implementation passes these."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from amfeishu.outbox import DEAD, DELIVERED, DUPLICATE, MemoryOutbox, NewEntry, Outbox, SQLiteOutbox
+
+Factory = Callable[[Path], Outbox]
+BACKENDS: dict[str, Factory] = {
+    "sqlite": lambda tmp: SQLiteOutbox(str(tmp / "outbox.db")),
+    "memory": lambda tmp: MemoryOutbox(),
+}
+
+
+def item(target: str = "ops", key: str = "k") -> NewEntry:
+    return NewEntry(target, {"alerts": [{"labels": {"a": "b"}}]}, key, "trace")
+
+
+async def opened(factory: Factory, tmp: Path) -> Outbox:
+    box = factory(tmp)
+    await box.open()
+    return box
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def factory(request: pytest.FixtureRequest) -> Factory:
+    return BACKENDS[request.param]
+
+
+def test_put_then_pending_in_order(factory: Factory, tmp_path: Path) -> None:
+    async def run() -> None:
+        box = await opened(factory, tmp_path)
+        entries = await box.put([item(key="a"), item("db", "b")])
+        assert [e.dedup_key for e in entries] == ["a", "b"]
+        assert [e.id for e in await box.pending()] == [e.id for e in entries]
+        assert [e.dedup_key for e in await box.pending("db")] == ["b"]
+        assert (await box.pending())[0].payload == {"alerts": [{"labels": {"a": "b"}}]}
+        await box.close()
+
+    asyncio.run(run())
+
+
+def test_concurrent_puts_share_commits_and_all_land(factory: Factory, tmp_path: Path) -> None:
+    async def run() -> None:
+        box = await opened(factory, tmp_path)
+        results = await asyncio.gather(*(box.put([item(key=str(i))]) for i in range(200)))
+        ids = [r[0].id for r in results]
+        assert len(set(ids)) == 200
+        assert len(await box.pending()) == 200
+        await box.close()
+
+    asyncio.run(run())
+
+
+def test_finish_dead_and_revive(factory: Factory, tmp_path: Path) -> None:
+    async def run() -> None:
+        box = await opened(factory, tmp_path)
+        a, b, c = await box.put([item(key="a"), item(key="b"), item(key="c")])
+        await box.attempted([a.id], "HTTP 500")
+        await box.finish([a.id], DEAD, "gave up")
+        await box.finish([b.id], DELIVERED)
+        await box.finish([c.id], DUPLICATE)
+        dead = await box.dead()
+        assert [(e.id, e.attempts, e.last_error) for e in dead] == [(a.id, 1, "gave up")]
+        assert await box.pending() == []
+        assert {e.dedup_key for e in await box.recent(time.time() - 60)} == {"b", "c"}
+        assert await box.revive([a.id]) == 1
+        assert [e.id for e in await box.pending()] == [a.id]
+        assert (await box.pending())[0].attempts == 0
+        assert await box.revive(None) == 0
+        await box.close()
+
+    asyncio.run(run())
+
+
+def test_purge_forgets_old_deliveries_only(factory: Factory, tmp_path: Path) -> None:
+    async def run() -> None:
+        box = await opened(factory, tmp_path)
+        a, b = await box.put([item(key="a"), item(key="b")])
+        await box.finish([a.id], DELIVERED)
+        assert await box.purge(time.time() + 1) == 1
+        assert [e.id for e in await box.pending()] == [b.id]
+        await box.close()
+
+    asyncio.run(run())
+
+
+def test_sqlite_survives_reopen(tmp_path: Path) -> None:
+    async def run() -> None:
+        box = await opened(BACKENDS["sqlite"], tmp_path)
+        await box.put([item(key="x")])
+        await box.close()
+        again = await opened(BACKENDS["sqlite"], tmp_path)
+        assert [e.dedup_key for e in await again.pending()] == ["x"]
+        await again.close()
+
+    asyncio.run(run())
+
+
+def test_sqlite_unwritable_path_is_an_outbox_error(tmp_path: Path) -> None:
+    from amfeishu.outbox import OutboxError
+
+    async def run() -> None:
+        box = SQLiteOutbox(str(tmp_path / "missing-dir" / "outbox.db"))
+        with pytest.raises(OutboxError, match="cannot open outbox"):
+            await box.open()
+
+    asyncio.run(run())
