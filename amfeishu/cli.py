@@ -78,6 +78,8 @@ def serve(args: argparse.Namespace) -> int:
         )
     )
     _install_sighup(state)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; a clean stop exits 0.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     log.info("amfeishu listening on %s://%s:%d", "https" if tls else "http", *host_port)
     server.run()
     return 0

@@ -46,9 +46,12 @@ _OPEN_ID = re.compile(r"^ou_[A-Za-z0-9_-]+$")
 class ConfigError(Exception):
     """The config is invalid; `problems` lists every one, each with its path."""
 
-    def __init__(self, problems: list[str], source: str = "") -> None:
+    def __init__(
+        self, problems: list[str], source: str = "", partial: Config | None = None
+    ) -> None:
         self.problems = problems
         self.source = source
+        self.partial = partial  # best effort, bad values replaced by defaults: to check the rest
         where = f"{source}: " if source else ""
         super().__init__(where + "; ".join(problems))
 
@@ -446,7 +449,7 @@ def build_config(
         source=source or "<memory>",
     )
     if r.problems:
-        raise ConfigError(r.problems, source)
+        raise ConfigError(r.problems, source, partial=config)
     return config
 
 

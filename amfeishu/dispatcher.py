@@ -204,8 +204,7 @@ class TargetWorker:
 
     async def _deliver_batch(self, target: Target) -> None:
         if not target.preview:
-            waited = await self.d.limiter(target).acquire(lambda _: self._count_wait())
-            self.d.metrics.rate_limit_wait_seconds.labels(self.name).inc(waited)
+            await self.d.limiter(target).wait()  # meanwhile arrivals keep merging
         items = sorted(self.queue.values(), key=lambda q: q.entry.id)
         items = await self._drop_duplicates(items)
         if not items:
@@ -224,13 +223,11 @@ class TargetWorker:
             max_per_card=self.d.config.grouping.max_alerts_per_card,
             safe=safe,
         )
-        first = True
         while cards:
             card = cards.pop(0)
-            if not first and not target.preview:
+            if not target.preview:
                 waited = await self.d.limiter(target).acquire(lambda _: self._count_wait())
                 self.d.metrics.rate_limit_wait_seconds.labels(self.name).inc(waited)
-            first = False
             if card.template_error:
                 self.d.metrics.template_errors.labels(self.name).inc()
                 log.error(

@@ -48,6 +48,16 @@ class SlidingWindowLimiter:
     def record(self) -> None:
         self._sent.append(self._clock())
 
+    async def wait(self) -> None:
+        """Wait until a send would be allowed, without taking the slot.
+
+        The worker waits here before it assembles a batch (so arrivals keep
+        merging), and takes the slot with `acquire` right before the POST:
+        the time recorded is the time the request leaves.
+        """
+        while (pause := self.delay()) > 0:
+            await asyncio.sleep(pause)
+
     async def acquire(self, on_wait: Callable[[float], None] | None = None) -> float:
         """Wait for a slot and take it; returns the seconds waited."""
         waited = 0.0

@@ -33,15 +33,23 @@ def config_hash(config: Config) -> float:
 
 
 def build(loader: Loader) -> tuple[Config, Renderer]:
-    """The new config and renderer, or ConfigError with every problem."""
-    config = loader()
-    renderer = Renderer(
-        config.templates.dir, language=config.templates.language, timezone=config.templates.timezone
-    )
+    """The new config and renderer, or ConfigError with every problem, templates included."""
+    try:
+        config = loader()
+    except ConfigError as exc:
+        if exc.partial is not None:  # report template problems in the same breath
+            exc.problems.extend(_renderer(exc.partial).check(exc.partial.targets.values()))
+        raise
+    renderer = _renderer(config)
     problems = renderer.check(config.targets.values())
     if problems:
         raise ConfigError(problems, config.source)
     return config, renderer
+
+
+def _renderer(config: Config) -> Renderer:
+    templates = config.templates
+    return Renderer(templates.dir, language=templates.language, timezone=templates.timezone)
 
 
 def reload(state: State) -> list[str]:
