@@ -602,6 +602,8 @@ def safe_message(
     if omitted:  # the Alertmanager link follows: a button, or a line of its own
         lines.append(translate(lang, "more", n=omitted))
     footer = f"amfeishu · {target.name}"
+    if n.extra.get("trace_id"):  # find the card's lines in the log by this id
+        footer += f" · {n.extra['trace_id']}"
     if reason:
         footer += " · " + translate(lang, "safe_notice")
     heading = truncate(title(n, lang, target.keyword), 120)

@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cachetools import TTLCache
@@ -24,6 +24,7 @@ from amfeishu import assembly
 from amfeishu.assembly import Card, Queued
 from amfeishu.dedup import DedupWindow
 from amfeishu.feishu import MAX_BODY_BYTES, Answer, FeishuClient, Outcome
+from amfeishu.logs import short_id
 from amfeishu.metrics import Metrics
 from amfeishu.models import parse_notification
 from amfeishu.outbox import DEAD, DELIVERED, DUPLICATE, Entry, Outbox, OutboxError
@@ -135,13 +136,15 @@ class Dispatcher:
     async def stop(self, grace: float) -> None:
         """Finish in-flight sends within `grace` seconds; the rest stays pending."""
         self.stopping = True
+        for task in self._tasks:  # housekeeping holds nothing in flight
+            task.cancel()
         for worker in self._workers.values():
             worker.wake.set()
-        tasks = [w.task for w in self._workers.values() if w.task] + self._tasks
+        tasks = [w.task for w in self._workers.values() if w.task]
         _, running = await asyncio.wait(tasks, timeout=grace) if tasks else (set(), set())
         for task in running:
             task.cancel()
-        for task in running:
+        for task in [*running, *self._tasks]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
@@ -214,6 +217,9 @@ class TargetWorker:
             await self._conveyed(items, skipped, "skipped")
         if notification is None:
             return
+        # The footer shows the first request's trace id, to find this card in the logs.
+        trace = short_id(items[0].entry.trace_id)
+        notification = replace(notification, extra={**notification.extra, "trace_id": trace})
         safe = any(q.safe_only for q in items)
         cards = assembly.plan(
             notification,

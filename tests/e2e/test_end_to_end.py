@@ -93,8 +93,14 @@ def test_receiver_answers_follow_alertmanagers_retry_rule(
     url = server.url
     cases = [
         (httpx.post(f"{url}/alerts/ops", json=payload("firing.json")), 401),
-        (httpx.post(f"{url}/alerts/ops", json=payload("firing.json"),
-                    headers={"Authorization": "Bearer wrong"}), 401),
+        (
+            httpx.post(
+                f"{url}/alerts/ops",
+                json=payload("firing.json"),
+                headers={"Authorization": "Bearer wrong"},
+            ),
+            401,
+        ),
         (httpx.post(f"{url}/alerts/nope", json=payload("firing.json"), headers=auth), 404),
         (httpx.post(f"{url}/alerts/ops", content=b"hello", headers=auth), 400),
         (httpx.post(f"{url}/alerts/ops", content=b"\xff\xfe{", headers=auth), 400),
@@ -110,7 +116,9 @@ def test_receiver_answers_follow_alertmanagers_retry_rule(
     assert feishu.received == []
 
 
-def test_embedded_default_preview_logs_the_card(tmp_path: Path, serve: Callable[..., Amfeishu]) -> None:
+def test_embedded_default_preview_logs_the_card(
+    tmp_path: Path, serve: Callable[..., Amfeishu]
+) -> None:
     env = {"AMFEISHU_STORAGE": str(tmp_path / "outbox.db"), "FEISHU_WEBHOOK": ""}
     server = serve(None, env=env)
     assert server.post("/alerts/default", payload("firing.json")).status_code == 200
@@ -127,8 +135,12 @@ def test_sigterm_stops_cleanly(
 
 def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "amfeishu", *args], cwd=ROOT, capture_output=True, text=True,
-        input=stdin, timeout=60,
+        [sys.executable, "-m", "amfeishu", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=60,
     )
 
 
@@ -160,8 +172,14 @@ def test_check_config_names_every_problem(tmp_path: Path) -> None:
 def test_render_prints_the_card_and_sends_nothing(tmp_path: Path) -> None:
     config = tmp_path / "c.yml"
     config.write_text("targets:\n  ops: {language: en}\n")
-    result = cli("render", "--config", str(config), "--target", "ops",
-                 str(ROOT / "examples/group-mixed.json"))
+    result = cli(
+        "render",
+        "--config",
+        str(config),
+        "--target",
+        "ops",
+        str(ROOT / "examples/group-mixed.json"),
+    )
     assert result.returncode == 0, result.stderr
     card = json.loads(result.stdout)
     assert card["card"]["header"]["template"] == "orange"
@@ -171,8 +189,18 @@ def test_send_delivers_once_and_prints_the_answer(feishu: FakeFeishu, tmp_path: 
     hook = feishu.add_bot("tok-9f3a", secret=SECRET)
     config = tmp_path / "c.yml"
     config.write_text(f"targets:\n  ops: {{webhook: '{hook}', secret: '{SECRET}'}}\n")
-    result = cli("send", "--config", str(config), "--target", "ops", "--severity", "critical",
-                 "--title", "backup failed", stdin="disk full on db1\n")
+    result = cli(
+        "send",
+        "--config",
+        str(config),
+        "--target",
+        "ops",
+        "--severity",
+        "critical",
+        "--title",
+        "backup failed",
+        stdin="disk full on db1\n",
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["outcome"] == "delivered"
     [message] = feishu.wait_count("tok-9f3a", 1)

@@ -32,7 +32,11 @@ def storm(notifications: int, alerts: int, annotation: str = "") -> list[dict[st
         body["alerts"] = []
         for j in range(alerts):
             alert = json.loads(json.dumps(template))
-            alert["labels"] = {**alert["labels"], "alertname": f"Storm-{i}-{j}", "instance": f"n{j}"}
+            alert["labels"] = {
+                **alert["labels"],
+                "alertname": f"Storm-{i}-{j}",
+                "instance": f"n{j}",
+            }
             alert["fingerprint"] = f"{i:08x}{j:08x}"
             if annotation:
                 alert["annotations"] = {"summary": f"storm {i}-{j}", "description": annotation}
@@ -72,8 +76,10 @@ def test_kill_9_after_accepting_a_storm_loses_nothing(
     seen = conveyed(feishu.messages("ops"))
     lost = expected - set(seen)
     doubled = {name: n for name, n in seen.items() if n > 1}
-    print(f"kill -9: alerts lost {len(lost)}, alerts in more than one card {len(doubled)}, "
-          f"cards {len(feishu.messages('ops'))}")
+    print(
+        f"kill -9: alerts lost {len(lost)}, alerts in more than one card {len(doubled)}, "
+        f"cards {len(feishu.messages('ops'))}"
+    )
     assert not lost and not doubled
     assert [r for r in feishu.refused(token="ops") if r.reason != "down"] == []
 
@@ -111,8 +117,10 @@ def test_a_storm_stays_inside_the_bot_limits(
     drained = time.monotonic() - start
     cards = len(feishu.messages("ops"))
     refusals = feishu.refused(token="ops")
-    print(f"storm: 1000 alerts in 200 notifications accepted in {accepted:.1f}s, "
-          f"{cards} cards, {len(refusals)} refusals, drained in {drained:.1f}s")
+    print(
+        f"storm: 1000 alerts in 200 notifications accepted in {accepted:.1f}s, "
+        f"{cards} cards, {len(refusals)} refusals, drained in {drained:.1f}s"
+    )
     assert refusals == []
     assert cards < 100
     assert max(conveyed(feishu.messages("ops")).values()) == 1
@@ -131,7 +139,8 @@ def test_duplicates_from_an_ha_pair_give_one_card(
     feishu.wait_count("ops", 2)
     wait_until(
         lambda: server.metric("amfeishu_notifications_total", outcome="deduplicated") == 1,
-        10, "the duplicate counted",
+        10,
+        "the duplicate counted",
     )
     colours = [m["card"]["header"]["template"] for m in feishu.messages("ops")]
     assert colours == ["red", "green"]
@@ -139,7 +148,9 @@ def test_duplicates_from_an_ha_pair_give_one_card(
 
 @pytest.mark.parametrize("per_card", [30, 300])
 def test_a_huge_notification_is_split_under_the_size_limit(
-    per_card: int, feishu: FakeFeishu, write_config: Callable[..., Path],
+    per_card: int,
+    feishu: FakeFeishu,
+    write_config: Callable[..., Path],
     serve: Callable[..., Amfeishu],
 ) -> None:
     grouping = {"grouping": {"max_alerts_per_card": per_card}}
@@ -154,26 +165,39 @@ def test_a_huge_notification_is_split_under_the_size_limit(
 
 
 def test_broken_template_and_refused_card_still_deliver(
-    tmp_path: Path, feishu: FakeFeishu, write_config: Callable[..., Path],
+    tmp_path: Path,
+    feishu: FakeFeishu,
+    write_config: Callable[..., Path],
     serve: Callable[..., Amfeishu],
 ) -> None:
     user = tmp_path / "templates" / "default"
     user.mkdir(parents=True)
-    (user / "firing-warning.json.j2").write_text('{"msg_type": "interactive", "card": {{ nope.x }}}')
+    (user / "firing-warning.json.j2").write_text(
+        '{"msg_type": "interactive", "card": {{ nope.x }}}'
+    )
     hook = feishu.add_bot("ops")
     config = write_config(
-        {"templates": {"dir": str(tmp_path / "templates")},
-         "targets": {"ops": {"webhook": hook, "language": "en"}}}
+        {
+            "templates": {"dir": str(tmp_path / "templates")},
+            "targets": {"ops": {"webhook": hook, "language": "en"}},
+        }
     )
     # check-config catches it before deploy...
-    check = subprocess.run([sys.executable, "-m", "amfeishu", "check-config", str(config)],
-                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    check = subprocess.run(
+        [sys.executable, "-m", "amfeishu", "check-config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert check.returncode == 1 and "firing-warning.json.j2" in check.stderr
     # ...but if it reaches production anyway (serve refuses to start with it, so we start
     # clean and break the file afterwards), the alert still gets through as the safe card.
     (user / "firing-warning.json.j2").unlink()
     server = serve(config)
-    (user / "firing-warning.json.j2").write_text('{"msg_type": "interactive", "card": {{ nope.x }}}')
+    (user / "firing-warning.json.j2").write_text(
+        '{"msg_type": "interactive", "card": {{ nope.x }}}'
+    )
     assert server.post("/alerts/ops", payload("group-firing.json")).status_code == 200
     feishu.wait_count("ops", 1)
     feishu.fail_next(1, http_status=200, code=9499, msg="Bad Request")
@@ -190,13 +214,21 @@ def test_permanent_failure_is_a_dead_letter_that_can_be_replayed(
     config = ops_config(write_config, hook)
     server = serve(config)
     assert server.post("/alerts/ops", payload("firing.json")).status_code == 200
-    wait_until(lambda: server.metric("amfeishu_notifications_total", outcome="dead") == 1, 20,
-               "the dead letter")
+    wait_until(
+        lambda: server.metric("amfeishu_notifications_total", outcome="dead") == 1,
+        20,
+        "the dead letter",
+    )
     assert "19001" in server.logs() and "fix:" in server.logs()
 
     def outbox(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "amfeishu", "outbox", *args, "--config",
-                               str(config)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "amfeishu", "outbox", *args, "--config", str(config)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     listed = outbox("list")
     assert listed.returncode == 0 and "\tops\t" in listed.stdout
