@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from amfeishu import reloading
+from amfeishu.backends import Backend, open_backend
 from amfeishu.dedup import dedup_key
 from amfeishu.dispatcher import Dispatcher
 from amfeishu.events import parse_event
@@ -30,7 +31,7 @@ from amfeishu.feishu import FeishuClient
 from amfeishu.logs import bind_request_id, new_trace
 from amfeishu.metrics import Metrics
 from amfeishu.models import Notification, PayloadError, parse_notification
-from amfeishu.outbox import NewEntry, Outbox, OutboxError, open_outbox
+from amfeishu.outbox import NewEntry, Outbox, OutboxError
 from amfeishu.router import route
 from amfeishu.settings import Auth, Config
 from amfeishu.templating import Renderer
@@ -53,12 +54,16 @@ class State:
 
     config: Config
     renderer: Renderer
-    outbox: Outbox
+    backend: Backend
     metrics: Metrics
     dispatcher: Dispatcher | None = None
     ready: bool = False
     loader: reloading.Loader | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def outbox(self) -> Outbox:
+        return self.backend.outbox
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -229,7 +234,8 @@ class Receiver:
             entries = await state.outbox.put(items)
         except OutboxError as exc:
             raise HTTPError(503, f"outbox unavailable, retry later: {exc}") from None
-        state.dispatcher.submit(entries)
+        if not state.backend.shared:  # a shared outbox is consumed by whichever replica
+            state.dispatcher.submit(entries)
         counts = {}
         for name, n in per_target.items():
             state.metrics.alerts_received.labels(name).inc(len(n.alerts))
@@ -253,7 +259,7 @@ def build_app(
         feishu = client or FeishuClient(timeout=state.config.delivery.timeout)
         await state.outbox.open()
         state.dispatcher = Dispatcher(
-            state.config, state.renderer, state.outbox, feishu, state.metrics
+            state.config, state.renderer, state.backend, feishu, state.metrics
         )
         await state.dispatcher.start()
         state.metrics.reload_ok.set(1)
@@ -308,6 +314,6 @@ def make_state(config: Config, loader: reloading.Loader | None = None) -> State:
     renderer = Renderer(
         config.templates.dir, language=config.templates.language, timezone=config.templates.timezone
     )
-    state = State(config, renderer, open_outbox(config.storage.path), Metrics(), loader=loader)
+    state = State(config, renderer, open_backend(config), Metrics(), loader=loader)
     state.metrics.config_hash.set(reloading.config_hash(config))
     return state

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Protocol
 
 from cachetools import TTLCache
 
@@ -18,12 +19,22 @@ def dedup_key(target: str, notification: Notification) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+class Dedup(Protocol):
+    """What the dispatcher needs: local (TTLCache) or shared between replicas (Redis)."""
+
+    async def first_time(self, key: str) -> bool: ...
+    async def remember(self, key: str) -> None: ...
+    async def forget(self, key: str) -> None: ...
+
+
 class DedupWindow:
+    """In-process window (cachetools TTLCache), seeded from the outbox on start."""
+
     def __init__(self, ttl: float, max_entries: int) -> None:
         self.enabled = ttl > 0
         self._seen: TTLCache[str, bool] = TTLCache(maxsize=max(1, max_entries), ttl=max(ttl, 0.001))
 
-    def first_time(self, key: str) -> bool:
+    async def first_time(self, key: str) -> bool:
         """True (and remembered) when the key was not seen within the window."""
         if not self.enabled:
             return True
@@ -32,9 +43,9 @@ class DedupWindow:
         self._seen[key] = True
         return True
 
-    def remember(self, key: str) -> None:
+    async def remember(self, key: str) -> None:
         if self.enabled:
             self._seen[key] = True
 
-    def forget(self, key: str) -> None:
+    async def forget(self, key: str) -> None:
         self._seen.pop(key, None)

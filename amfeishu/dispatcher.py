@@ -22,13 +22,13 @@ from cachetools import TTLCache
 
 from amfeishu import assembly
 from amfeishu.assembly import Card, Queued
-from amfeishu.dedup import DedupWindow
+from amfeishu.backends import Backend
 from amfeishu.feishu import MAX_BODY_BYTES, Answer, FeishuClient, Outcome
 from amfeishu.logs import short_id
 from amfeishu.metrics import Metrics
 from amfeishu.models import parse_notification
-from amfeishu.outbox import DEAD, DELIVERED, DUPLICATE, Entry, Outbox, OutboxError
-from amfeishu.ratelimit import SlidingWindowLimiter
+from amfeishu.outbox import DEAD, DELIVERED, DUPLICATE, Entry, OutboxError
+from amfeishu.ratelimit import Limiter
 from amfeishu.settings import Config, Target
 from amfeishu.templating import Renderer
 
@@ -52,18 +52,19 @@ class Dispatcher:
         self,
         config: Config,
         renderer: Renderer,
-        outbox: Outbox,
+        backend: Backend,
         client: FeishuClient,
         metrics: Metrics,
     ) -> None:
         self.config = config
         self.renderer = renderer
-        self.outbox = outbox
+        self.backend = backend
+        self.outbox = backend.outbox
+        self.dedup = backend.dedup
         self.client = client
         self.metrics = metrics
-        self.dedup = DedupWindow(config.dedup.ttl, config.dedup.max_entries)
         self.recent_cards: deque[RecentCard] = deque(maxlen=50)
-        self._limiters: dict[str, SlidingWindowLimiter] = {}
+        self._limiters: dict[str, Limiter] = {}
         self._workers: dict[str, TargetWorker] = {}
         self._seen: TTLCache[tuple[int, float], bool] = TTLCache(maxsize=1_000_000, ttl=7 * 86400)
         self._tasks: list[asyncio.Task[None]] = []
@@ -75,12 +76,12 @@ class Dispatcher:
         for name in config.targets:
             self._worker(name)
 
-    def limiter(self, target: Target) -> SlidingWindowLimiter:
+    def limiter(self, target: Target) -> Limiter:
         """Shared by every target that posts to the same bot: Feishu limits per bot."""
-        key = f"{target.webhook.get() if target.webhook else target.name}|{target.rate_limit}"
+        bot = target.webhook.get() if target.webhook else target.name
+        key = f"{bot}|{target.rate_limit}"
         if key not in self._limiters:
-            rate = target.rate_limit
-            self._limiters[key] = SlidingWindowLimiter(rate.per_second, rate.per_minute)
+            self._limiters[key] = self.backend.limiter(bot, target.rate_limit)
         return self._limiters[key]
 
     def _worker(self, name: str) -> TargetWorker:
@@ -93,12 +94,26 @@ class Dispatcher:
     async def start(self) -> None:
         now = time.time()
         for entry in await self.outbox.recent(now - self.config.dedup.ttl):
-            self.dedup.remember(entry.dedup_key)
+            await self.dedup.remember(entry.dedup_key)
         for name in self.config.targets:
             self._worker(name)
-        self.submit(await self.outbox.pending())
         loop = asyncio.get_running_loop()
+        if self.backend.shared:  # replicas take their work from the shared outbox
+            self._tasks.append(loop.create_task(self._consume()))
+        else:
+            self.submit(await self.outbox.pending())
         self._tasks.append(loop.create_task(self._housekeeping()))
+
+    async def _consume(self) -> None:
+        """Shared outbox: claim new entries, and those a dead replica left behind."""
+        while not self.stopping:
+            try:
+                entries = await self.outbox.claim(list(self.config.targets))
+            except OutboxError as exc:
+                log.error("cannot read the shared outbox: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            self.submit(entries)
 
     def submit(self, entries: list[Entry]) -> None:
         for entry in entries:
@@ -120,7 +135,8 @@ class Dispatcher:
         while not self.stopping:
             await asyncio.sleep(POLL_INTERVAL)
             try:
-                self.submit(await self.outbox.pending())
+                if not self.backend.shared:  # replays land in storage; pick them up
+                    self.submit(await self.outbox.pending())
                 dead = await self.outbox.dead()
                 for name in self._workers:
                     self.metrics.dead_letters.labels(name).set(sum(e.target == name for e in dead))
@@ -271,7 +287,7 @@ class TargetWorker:
     async def _drop_duplicates(self, items: list[Queued]) -> list[Queued]:
         keep, dupes = [], []
         for q in items:
-            if q.deduped or self.d.dedup.first_time(q.entry.dedup_key):
+            if q.deduped or await self.d.dedup.first_time(q.entry.dedup_key):
                 q.deduped = True
                 keep.append(q)
             else:
@@ -384,5 +400,5 @@ class TargetWorker:
     async def _dead(self, items: list[Queued], why: str) -> None:
         await self.d.outbox.finish([q.entry.id for q in items], DEAD, why)
         for q in items:
-            self.d.dedup.forget(q.entry.dedup_key)  # a replay or a resend must get through
+            await self.d.dedup.forget(q.entry.dedup_key)  # a replay or a resend must get through
             self._forget(q, "dead")

@@ -63,6 +63,10 @@ class Outbox(Protocol):
     async def purge(self, before: float) -> int: ...
     async def check(self) -> None: ...
 
+    # Only a shared outbox (Backend.shared) needs this: new entries for these
+    # targets, and those a dead replica claimed and never acknowledged.
+    async def claim(self, targets: list[str]) -> list[Entry]: ...
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (

@@ -14,8 +14,16 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 WINDOW_MARGIN = 1.1  # seconds of slack multiplier on each window
+
+
+class Limiter(Protocol):
+    """Local to the process, or shared by replicas through Redis (Feishu limits per bot)."""
+
+    async def wait(self) -> None: ...
+    async def acquire(self, on_wait: Callable[[float], None] | None = None) -> float: ...
 
 
 class SlidingWindowLimiter:
