@@ -12,7 +12,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +59,7 @@ class State:
     dispatcher: Dispatcher | None = None
     ready: bool = False
     loader: reloading.Loader | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    reload_hooks: list[Callable[[Config], None]] = field(default_factory=list)
 
     @property
     def outbox(self) -> Outbox:

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from amfeishu import tls
 from amfeishu.config import ConfigError, embedded_default, load_config, load_raw, parse_listen
 from amfeishu.events import parse_event
 from amfeishu.feishu import FeishuClient, Outcome
@@ -53,7 +55,8 @@ def serve(args: argparse.Namespace) -> int:
     host_port = parse_listen(listen or config.listen)
     if host_port is None:
         return _fail(f"--listen must be HOST:PORT, got {listen!r}", 2)
-    tls = _tls_options(args, config)
+    flags = tls.Flags(args.tls_cert_file, args.tls_key_file, args.tls_client_ca_file)
+    served_tls = tls.effective(flags, config)
     state = make_state(config, loader if paths else None)
     extra_routes = []
     if args.enable_ui:
@@ -65,38 +68,32 @@ def serve(args: argparse.Namespace) -> int:
         target = config.targets["default"]
         how = "preview (no FEISHU_WEBHOOK: cards are logged)" if target.preview else "Feishu"
         log.info("embedded default config: target 'default' → %s", how)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host_port[0],
-            port=host_port[1],
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=int(config.delivery.timeout) + 1,
-            **tls,
-        )
+    server_config = uvicorn.Config(
+        app,
+        host=host_port[0],
+        port=host_port[1],
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(config.delivery.timeout) + 1,
+        **tls.uvicorn_options(served_tls),
     )
+    try:
+        server_config.load()  # builds the SSL context now, so a bad certificate fails early
+    except (OSError, ssl.SSLError) as exc:
+        return _fail(
+            f"cannot serve HTTPS with {served_tls.cert_file if served_tls else '?'}: {exc}"
+        )
+    if server_config.ssl is not None:
+        state.reload_hooks.append(tls.reloader(server_config.ssl, flags))
+    server = uvicorn.Server(server_config)
     _install_sighup(state)
     # uvicorn re-raises SIGTERM after its graceful shutdown; a clean stop exits 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    log.info("amfeishu listening on %s://%s:%d", "https" if tls else "http", *host_port)
+    scheme = "https" if served_tls else "http"
+    log.info("amfeishu listening on %s://%s:%d", scheme, *host_port)
     server.run()
     return 0
-
-
-def _tls_options(args: argparse.Namespace, config: Config) -> dict[str, Any]:
-    import ssl
-
-    cert = args.tls_cert_file or (config.tls.cert_file if config.tls else None)
-    key = args.tls_key_file or (config.tls.key_file if config.tls else None)
-    ca = args.tls_client_ca_file or (config.tls.client_ca_file if config.tls else None)
-    if not cert:
-        return {}
-    options: dict[str, Any] = {"ssl_certfile": cert, "ssl_keyfile": key}
-    if ca:
-        options.update(ssl_ca_certs=ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
-    return options
 
 
 def _install_sighup(state: Any) -> None:

@@ -67,6 +67,16 @@ def reload(state: State) -> list[str]:
     state.config, state.renderer = config, renderer
     if state.dispatcher is not None:
         state.dispatcher.swap(config, renderer)
+    problems = []
+    for hook in state.reload_hooks:  # e.g. re-read TLS certificates
+        try:
+            hook(config)
+        except Exception as exc:  # the new config is in place; report what did not apply
+            problems.append(f"{getattr(hook, '__name__', 'hook')}: {exc}")
+    if problems:
+        state.metrics.reload_ok.set(0)
+        log.error("reload applied, but: %s", "; ".join(problems))
+        return problems
     state.metrics.reload_ok.set(1)
     state.metrics.reload_time.set(time.time())
     state.metrics.config_hash.set(config_hash(config))
