@@ -166,6 +166,9 @@ class Receiver:
                 response = _error(exc.status, exc.message)
                 if exc.status == 401:
                     response.headers["WWW-Authenticate"] = 'Bearer realm="amfeishu"'
+            except Exception:  # our bug: a 5xx, so Alertmanager retries rather than drops
+                log.exception("%s %s failed", request.method, request.url.path)
+                response = _error(500, "internal error; see the amfeishu log")
             response.headers["traceparent"] = trace.traceparent
             self.state.metrics.requests.labels(endpoint, str(response.status_code)).inc()
             return response

@@ -6,18 +6,17 @@ must be > 0, got -1`) so `check-config` can print them all at once.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
 from amfeishu.matchers import MatcherError, parse_matcher
+from amfeishu.reader import ConfigError, Reader, join, kind
 from amfeishu.settings import (
     TLS,
     Auth,
@@ -27,7 +26,6 @@ from amfeishu.settings import (
     Grouping,
     RateLimit,
     Route,
-    Secret,
     Storage,
     Target,
     Templates,
@@ -36,220 +34,8 @@ from amfeishu.settings import (
 FEISHU_HOOK_HOSTS = ("open.feishu.cn", "open.larksuite.com", "open.larkoffice.com")
 LANGUAGES = ("zh", "en", "auto")
 MSG_TYPES = ("interactive", "text", "post")
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _OPEN_ID = re.compile(r"^ou_[A-Za-z0-9_-]+$")
-
-
-class ConfigError(Exception):
-    """The config is invalid; `problems` lists every one, each with its path."""
-
-    def __init__(
-        self, problems: list[str], source: str = "", partial: Config | None = None
-    ) -> None:
-        self.problems = problems
-        self.source = source
-        self.partial = partial  # best effort, bad values replaced by defaults: to check the rest
-        where = f"{source}: " if source else ""
-        super().__init__(where + "; ".join(problems))
-
-
-class _Reader:
-    """Walks the YAML tree, collecting problems instead of stopping at the first."""
-
-    def __init__(self, env: Mapping[str, str], base_dir: Path) -> None:
-        self.env = env
-        self.base_dir = base_dir
-        self.problems: list[str] = []
-
-    def problem(self, path: str, text: str) -> None:
-        self.problems.append(f"{path}: {text}" if path else text)
-
-    def section(self, data: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
-        if data is None:
-            return {}
-        if not isinstance(data, dict):
-            self.problem(path, f"must be a mapping, got {_kind(data)}")
-            return {}
-        for key in data:
-            if key not in allowed:
-                hint = _closest(str(key), allowed)
-                self.problem(
-                    _join(path, str(key)),
-                    "unknown key" + (f" (did you mean {hint!r}?)" if hint else ""),
-                )
-        return data
-
-    def expand(self, value: str, path: str) -> str:
-        def sub(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
-            if name in self.env:
-                return self.env[name]
-            if default is not None:
-                return default
-            self.problem(
-                path,
-                f"environment variable {name} is not set (use ${{{name}:-default}} for a default)",
-            )
-            return ""
-
-        return _ENV.sub(sub, value)
-
-    def string(
-        self, data: dict[str, Any], key: str, path: str, default: str | None = None
-    ) -> str | None:
-        if key not in data or data[key] is None:
-            return default
-        value = data[key]
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            self.problem(_join(path, key), f"must be a string, got {_kind(value)}")
-            return default
-        return self.expand(str(value), _join(path, key))
-
-    def secret(self, data: dict[str, Any], key: str, path: str) -> Secret | None:
-        """`key` or `key_file` (never both); the value itself never reaches a message."""
-        known = len(self.problems)
-        inline = self.string(data, key, path)
-        file_key = f"{key}_file"
-        file_name = self.string(data, file_key, path)
-        if inline is not None and file_name is not None:
-            self.problem(path, f"set {key} or {file_key}, not both")
-            return None
-        if file_name is not None:
-            file_path = (
-                (self.base_dir / file_name) if not os.path.isabs(file_name) else Path(file_name)
-            )
-            try:
-                text = file_path.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                self.problem(
-                    _join(path, file_key), f"cannot read {file_name}: {exc.strerror or exc}"
-                )
-                return None
-            if not text:
-                self.problem(_join(path, file_key), f"{file_name} is empty")
-                return None
-            return Secret(text)
-        if inline is None:
-            return None
-        if not inline.strip():
-            if len(self.problems) == known:  # an unset variable was already reported
-                self.problem(_join(path, key), "is empty")
-            return None
-        return Secret(inline.strip())
-
-    def number(
-        self,
-        data: dict[str, Any],
-        key: str,
-        path: str,
-        default: float,
-        *,
-        minimum: float = 0,
-        integer: bool = False,
-        strict: bool = True,
-    ) -> float:
-        if key not in data or data[key] is None:
-            return default
-        value = data[key]
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                value = float(self.expand(value, _join(path, key)))
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or (integer and float(value) != int(value))
-        ):
-            self.problem(
-                _join(path, key), f"must be a {'whole ' if integer else ''}number, got {value!r}"
-            )
-            return default
-        if (value <= minimum) if strict else (value < minimum):
-            self.problem(
-                _join(path, key), f"must be {'>' if strict else '>='} {minimum:g}, got {value:g}"
-            )
-            return default
-        return int(value) if integer else float(value)
-
-    def duration(
-        self, data: dict[str, Any], key: str, path: str, default: float, *, allow_zero: bool = False
-    ) -> float:
-        raw = self.string(data, key, path)
-        if raw is None:
-            return default
-        seconds = parse_duration(raw)
-        if seconds is None:
-            self.problem(_join(path, key), f"must be a duration like 30s, 5m or 1h, got {raw!r}")
-            return default
-        if seconds == 0 and not allow_zero:
-            self.problem(_join(path, key), f"must be > 0, got {raw!r}")
-            return default
-        return seconds
-
-    def boolean(self, data: dict[str, Any], key: str, path: str, default: bool) -> bool:
-        value = data.get(key, default)
-        if isinstance(value, str):
-            value = {"true": True, "false": False}.get(
-                self.expand(value, _join(path, key)).lower(), value
-            )
-        if not isinstance(value, bool):
-            self.problem(_join(path, key), f"must be true or false, got {value!r}")
-            return default
-        return value
-
-    def choice(
-        self, data: dict[str, Any], key: str, path: str, default: str, options: tuple[str, ...]
-    ) -> str:
-        value = self.string(data, key, path, default) or default
-        if value not in options:
-            self.problem(_join(path, key), f"must be one of {', '.join(options)}, got {value!r}")
-            return default
-        return value
-
-    def timezone(self, data: dict[str, Any], key: str, path: str, default: str) -> str:
-        value = self.string(data, key, path, default) or default
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            self.problem(
-                _join(path, key),
-                f"unknown time zone {value!r} (use an IANA name like Asia/Shanghai)",
-            )
-            return default
-        return value
-
-
-def parse_duration(text: str) -> float | None:
-    """Prometheus-style duration (`1h30m`, `500ms`, `0s`) in seconds; None when malformed."""
-    text = text.strip()
-    if text == "0":
-        return 0.0
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            return None
-        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-        pos = m.end()
-    return total if pos == len(text) and pos > 0 else None
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _closest(key: str, allowed: tuple[str, ...]) -> str | None:
-    import difflib
-
-    found = difflib.get_close_matches(key, allowed, n=1, cutoff=0.75)
-    return found[0] if found else None
 
 
 def validate_webhook(url: str) -> str | None:
@@ -265,7 +51,7 @@ def validate_webhook(url: str) -> str | None:
     return None
 
 
-def _target(r: _Reader, name: str, data: Any, templates: Templates) -> Target:
+def _target(r: Reader, name: str, data: Any, templates: Templates) -> Target:
     path = f"targets.{name}"
     if not _TARGET_NAME.match(name):
         r.problem(
@@ -295,9 +81,9 @@ def _target(r: _Reader, name: str, data: Any, templates: Templates) -> Target:
     )
     webhook = r.secret(d, "webhook", path)
     if webhook is not None and (why := validate_webhook(webhook.get())):
-        r.problem(_join(path, "webhook"), why)
-    rate = r.section(d.get("rate_limit"), _join(path, "rate_limit"), ("per_second", "per_minute"))
-    rate_path = _join(path, "rate_limit")
+        r.problem(join(path, "webhook"), why)
+    rate = r.section(d.get("rate_limit"), join(path, "rate_limit"), ("per_second", "per_minute"))
+    rate_path = join(path, "rate_limit")
     return Target(
         name=name,
         webhook=webhook,
@@ -306,7 +92,7 @@ def _target(r: _Reader, name: str, data: Any, templates: Templates) -> Target:
         language=r.choice(d, "language", path, templates.language, LANGUAGES),
         timezone=r.timezone(d, "timezone", path, templates.timezone),
         send_resolved=r.boolean(d, "send_resolved", path, True),
-        mentions=_mentions(r, d.get("mentions"), _join(path, "mentions")),
+        mentions=_mentions(r, d.get("mentions"), join(path, "mentions")),
         mention_label=r.string(d, "mention_label", path, "feishu_mention") or "feishu_mention",
         rate_limit=RateLimit(
             per_second=r.number(rate, "per_second", rate_path, 5.0),
@@ -319,15 +105,15 @@ def _target(r: _Reader, name: str, data: Any, templates: Templates) -> Target:
     )
 
 
-def _mentions(r: _Reader, data: Any, path: str) -> dict[str, tuple[str, ...]]:
+def _mentions(r: Reader, data: Any, path: str) -> dict[str, tuple[str, ...]]:
     d = r.section(data, path, ("critical", "warning", "info", "resolved", "default"))
     out: dict[str, tuple[str, ...]] = {}
     for severity, ids in d.items():
-        item_path = _join(path, str(severity))
+        item_path = join(path, str(severity))
         if isinstance(ids, str):
             ids = [ids]
         if not isinstance(ids, list):
-            r.problem(item_path, f"must be a list of open_ids or 'all', got {_kind(ids)}")
+            r.problem(item_path, f"must be a list of open_ids or 'all', got {kind(ids)}")
             continue
         good: list[str] = []
         for i, who in enumerate(ids):
@@ -344,11 +130,11 @@ def _mentions(r: _Reader, data: Any, path: str) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def _routes(r: _Reader, data: Any, targets: dict[str, Target]) -> tuple[Route, ...]:
+def _routes(r: Reader, data: Any, targets: dict[str, Target]) -> tuple[Route, ...]:
     if data is None:
         return ()
     if not isinstance(data, list):
-        r.problem("routes", f"must be a list, got {_kind(data)}")
+        r.problem("routes", f"must be a list, got {kind(data)}")
         return ()
     routes: list[Route] = []
     for i, item in enumerate(data):
@@ -358,7 +144,7 @@ def _routes(r: _Reader, data: Any, targets: dict[str, Target]) -> tuple[Route, .
         raw_matchers = d.get("matchers") or []
         if not isinstance(raw_matchers, list):
             r.problem(
-                _join(path, "matchers"), f"must be a list of strings, got {_kind(raw_matchers)}"
+                join(path, "matchers"), f"must be a list of strings, got {kind(raw_matchers)}"
             )
             raw_matchers = []
         for j, text in enumerate(raw_matchers):
@@ -370,12 +156,12 @@ def _routes(r: _Reader, data: Any, targets: dict[str, Target]) -> tuple[Route, .
         if isinstance(names, str):
             names = [names]
         if not isinstance(names, list) or not names:
-            r.problem(_join(path, "targets"), "must be a non-empty list of target names")
+            r.problem(join(path, "targets"), "must be a non-empty list of target names")
             names = []
         for name in names:
             if str(name) not in targets:
                 r.problem(
-                    _join(path, "targets"),
+                    join(path, "targets"),
                     f"unknown target {name!r} (known: {', '.join(sorted(targets)) or 'none'})",
                 )
         routes.append(
@@ -394,7 +180,7 @@ def build_config(
     source: str = "",
 ) -> Config:
     """A parsed YAML document → Config, or ConfigError listing every problem."""
-    r = _Reader(os.environ if env is None else env, base_dir or Path.cwd())
+    r = Reader(os.environ if env is None else env, base_dir or Path.cwd())
     if data is None:
         data = {}
     top = r.section(
@@ -453,11 +239,11 @@ def build_config(
     return config
 
 
-def _resolve(r: _Reader, path: str) -> str:
+def _resolve(r: Reader, path: str) -> str:
     return path if os.path.isabs(path) else str(r.base_dir / path)
 
 
-def _listen(r: _Reader, top: dict[str, Any]) -> str:
+def _listen(r: Reader, top: dict[str, Any]) -> str:
     value = r.string(top, "listen", "", "0.0.0.0:8064") or "0.0.0.0:8064"
     if parse_listen(value) is None:
         r.problem("listen", f"must be HOST:PORT with a port from 1 to 65535, got {value!r}")
@@ -471,7 +257,7 @@ def parse_listen(value: str) -> tuple[str, int] | None:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def _tls(r: _Reader, data: Any) -> TLS | None:
+def _tls(r: Reader, data: Any) -> TLS | None:
     if data is None:
         return None
     d = r.section(data, "tls", ("cert_file", "key_file", "client_ca_file"))
@@ -492,7 +278,7 @@ def _tls(r: _Reader, data: Any) -> TLS | None:
     )
 
 
-def _auth(r: _Reader, data: Any) -> Auth:
+def _auth(r: Reader, data: Any) -> Auth:
     d = r.section(data, "auth", ("bearer_token", "bearer_token_file", "basic_auth"))
     basic = r.section(
         d.get("basic_auth"), "auth.basic_auth", ("username", "password", "password_file")
@@ -508,7 +294,7 @@ def _auth(r: _Reader, data: Any) -> Auth:
     )
 
 
-def _dedup(r: _Reader, data: Any) -> Dedup:
+def _dedup(r: Reader, data: Any) -> Dedup:
     d = r.section(data, "dedup", ("ttl", "max_entries"))
     return Dedup(
         ttl=r.duration(d, "ttl", "dedup", 300.0, allow_zero=True),
@@ -516,7 +302,7 @@ def _dedup(r: _Reader, data: Any) -> Dedup:
     )
 
 
-def _grouping(r: _Reader, data: Any) -> Grouping:
+def _grouping(r: Reader, data: Any) -> Grouping:
     d = r.section(data, "grouping", ("wait", "max_alerts_per_card"))
     return Grouping(
         wait=r.duration(d, "wait", "grouping", 0.0, allow_zero=True),
@@ -524,7 +310,7 @@ def _grouping(r: _Reader, data: Any) -> Grouping:
     )
 
 
-def _storage(r: _Reader, data: Any) -> Storage:
+def _storage(r: Reader, data: Any) -> Storage:
     d = r.section(data, "storage", ("path", "redis_url", "redis_url_file"))
     redis_url = r.secret(d, "redis_url", "storage")
     if redis_url is not None and urlsplit(redis_url.get()).scheme not in (
@@ -540,7 +326,7 @@ def _storage(r: _Reader, data: Any) -> Storage:
     return Storage(path=path if path == ":memory:" else _resolve(r, path), redis_url=redis_url)
 
 
-def _delivery(r: _Reader, data: Any) -> Delivery:
+def _delivery(r: Reader, data: Any) -> Delivery:
     d = r.section(data, "delivery", ("timeout", "max_retry_age"))
     return Delivery(
         timeout=r.duration(d, "timeout", "delivery", 10.0),

@@ -10,9 +10,9 @@ from amfeishu.config import (
     embedded_default,
     load_config,
     merge_maps,
-    parse_duration,
     validate_webhook,
 )
+from amfeishu.reader import parse_duration
 from amfeishu.settings import Secret
 
 HOOK = "https://open.feishu.cn/open-apis/bot/v2/hook/0f0e-token-abc"
