@@ -23,7 +23,7 @@ from cachetools import TTLCache
 from amfeishu import assembly
 from amfeishu.assembly import Card, Queued
 from amfeishu.backends import Backend
-from amfeishu.feishu import MAX_BODY_BYTES, Answer, FeishuClient, Outcome
+from amfeishu.feishu import Answer, FeishuClient, Outcome
 from amfeishu.logs import short_id
 from amfeishu.metrics import Metrics
 from amfeishu.models import parse_notification
@@ -86,8 +86,11 @@ class Dispatcher:
 
     def _worker(self, name: str) -> TargetWorker:
         worker = self._workers.get(name)
-        if worker is None:
+        if worker is None or (worker.task is not None and worker.task.done()):
+            # new, or removed by an earlier reload and now back
+            pending = worker.queue if worker is not None else {}
             worker = self._workers[name] = TargetWorker(self, name)
+            worker.queue.update(pending)
             worker.task = asyncio.get_running_loop().create_task(worker.run())
         return worker
 
@@ -260,8 +263,11 @@ class TargetWorker:
             answer = await self._send(target, card, items)
             if answer.outcome is Outcome.DELIVERED:
                 await self._conveyed(items, card.covers, "delivered")
-            elif answer.outcome is Outcome.TOO_LARGE:
-                cards[:0] = assembly.split(card, target, self.d.renderer, MAX_BODY_BYTES // 2)
+            elif answer.outcome is Outcome.TOO_LARGE and (
+                len(card.notification.alerts) > 1 or not card.safe
+            ):
+                # Feishu measures differently than we do: halve the budget until it fits.
+                cards[:0] = assembly.split(card, target, self.d.renderer, card.size // 2)
             elif answer.outcome is Outcome.BAD_CARD and not card.safe:
                 # A template Feishu refuses must not lose the alert: once more, as the safe card.
                 for q in items:

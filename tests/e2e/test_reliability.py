@@ -255,3 +255,15 @@ def test_sigterm_leaves_the_rest_queued(
     feishu.set_down(False)
     serve(config)
     wait_until(lambda: len(conveyed(feishu.messages("ops"))) == 3, 30, "the queued alerts")
+
+
+def test_a_19036_answer_splits_the_card_and_every_alert_arrives(
+    feishu: FakeFeishu, write_config: Callable[..., Path], serve: Callable[..., Amfeishu]
+) -> None:
+    server = serve(ops_config(write_config, feishu.add_bot("ops")))
+    feishu.fail_next(1, http_status=200, code=19036, msg="The message exceeds the size limit")
+    [body] = storm(1, 8)
+    assert server.post("/alerts/ops", body).status_code == 200
+    wait_until(lambda: len(conveyed(feishu.messages("ops"))) == 8, 30, "all 8 alerts")
+    assert len(feishu.messages("ops")) >= 2  # sent again as smaller cards
+    assert max(conveyed(feishu.messages("ops")).values()) == 1
