@@ -6,6 +6,7 @@ up on 4xx), 5xx for our own trouble (it retries those).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hmac
@@ -22,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from amfeishu import reloading
+from amfeishu import reloading, watch
 from amfeishu.backends import Backend, open_backend
 from amfeishu.dedup import dedup_key
 from amfeishu.dispatcher import Dispatcher
@@ -268,9 +269,17 @@ def build_app(
         state.metrics.reload_ok.set(1)
         state.metrics.reload_time.set(time.time())
         state.ready = True
+        interval = watch.configured_interval()
+        watcher = None
+        if state.loader is not None and interval:  # serve --config: reload on file changes
+            watcher = asyncio.create_task(watch.watch(state, interval), name="config-watch")
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             state.ready = False
             await state.dispatcher.stop(shutdown_grace)
             await state.outbox.close()

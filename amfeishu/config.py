@@ -207,6 +207,13 @@ def build_config(
     )
     if templates.dir is not None and not os.path.isdir(_resolve(r, templates.dir)):
         r.problem("templates.dir", f"{templates.dir} is not a directory")
+    elif templates.dir is not None:
+        for stray in sorted(Path(_resolve(r, templates.dir)).glob("*.j2")):
+            r.problem(
+                "templates.dir",
+                f"{stray.name} is ignored: templates go in a set directory,"
+                f" like {templates.dir}/default/{stray.name}",
+            )
     raw_targets = r.section(
         top.get("targets"),
         "targets",

@@ -62,6 +62,10 @@ def reload(state: State) -> list[str]:
         state.metrics.reload_ok.set(0)
         log.error("reload failed, keeping the old config: %s", exc)
         return exc.problems
+    except Exception as exc:  # our bug, not the user's: still keep the old set
+        state.metrics.reload_ok.set(0)
+        log.exception("reload failed, keeping the old config")
+        return [f"reload failed: {type(exc).__name__}: {exc}"]
     if config.storage != state.config.storage:
         log.warning("storage settings changed; they take effect after a restart")
     state.config, state.renderer = config, renderer

@@ -86,6 +86,7 @@ for a ``[t](url)``), ``e`` (JSON-escape now, as printing would).
 from __future__ import annotations
 
 import json
+import os
 import re
 import traceback
 from collections.abc import Iterable
@@ -117,6 +118,7 @@ CARD_FILES = (
 )
 SAFE = "builtin:safe"
 _SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.j2$")
 _LANGUAGES = ("zh", "en", "auto")
 
 
@@ -200,6 +202,45 @@ class Renderer:
                         problems.append(problem)
         return list(dict.fromkeys(problems))
 
+    def render_source(
+        self,
+        n: Notification,
+        target: Target,
+        file: str,
+        source: str,
+        *,
+        compact: bool = False,
+        omitted: int = 0,
+        now: datetime | None = None,
+    ) -> Rendered:
+        """render() with file of the target's set replaced by source; nothing is saved.
+
+        An edited card/text/post file (``*.json.j2``) is rendered itself; an
+        edited helper (``_macros.j2``) is used by the file render() would pick.
+        Same sandbox, escaping and checks as render(); errors name the line.
+        """
+        now = now or datetime.now(UTC)
+        name = ""
+        try:
+            if not _FILE_NAME.match(file or ""):
+                raise RenderError(f"template file must be a name like x.json.j2, got {file!r:.60}")
+            if not self._set_exists(target.template):
+                raise RenderError(f"template set {target.template!r} not found")
+            edited = f"{target.template}/{file}"
+            env = _environment(_OverlayLoader(self._loader, {edited: source}))
+            name = edited if file.endswith(".json.j2") else self._select(n, target)
+            message = self._render_strict(name, n, target, compact, omitted, now, env)
+        except Exception as exc:  # reported like render() does, with the safe message
+            reason = self._describe(exc, name)
+            return Rendered(self._safe(n, target, compact, omitted, reason, now), SAFE, reason)
+        return Rendered(message, name, None)
+
+    def template_source(self, set_name: str, file: str) -> tuple[str, str] | None:
+        """(text, where it comes from) of a file as the set sees it, or None."""
+        if not self._set_exists(set_name) or not _FILE_NAME.match(file or ""):
+            return None
+        return self._loader.find(f"{set_name}/{file}")
+
     def template_names(self, set_name: str) -> list[str]:
         """Every *.j2 file the set can use (its own and those taken from default), sorted."""
         if not self._set_exists(set_name):
@@ -247,8 +288,9 @@ class Renderer:
         compact: bool,
         omitted: int,
         now: datetime,
+        env: _Environment | None = None,
     ) -> dict[str, Any]:
-        template = self._env.get_template(name)
+        template = (env or self._env).get_template(name)
         origin = template.filename or name
         base = h.context(n, target, self._language(target), self._tz(target), compact, omitted, now)
         file = name.rsplit("/", 1)[-1]
@@ -320,14 +362,12 @@ class Renderer:
             return []
         if not self.user_dir.is_dir():
             return [f"{self.user_dir}: templates dir not found"]
-        problems = []
-        for path in sorted(self.user_dir.rglob("*.j2")):
+        problems = list(self._loader.unreadable)
+        for text, shown in sorted(self._loader.user.values(), key=lambda item: item[1]):
             try:
-                self._env.parse(path.read_text("utf-8"), path.name, str(path))
+                self._env.parse(text, Path(shown).name, shown)
             except TemplateSyntaxError as exc:
-                problems.append(f"{path}:{exc.lineno}: {exc.message}")
-            except (OSError, UnicodeDecodeError) as exc:
-                problems.append(f"{path}: cannot read: {exc}")
+                problems.append(f"{shown}:{exc.lineno}: {exc.message}")
         return problems
 
 
@@ -409,27 +449,38 @@ def _environment(loader: BaseLoader) -> _Environment:
 
 
 class _SetLoader(BaseLoader):
-    """'<set>/<file>' from the user dir, then the built-ins, then the default set."""
+    """'<set>/<file>' from the user dir, then the built-ins, then the default set.
+
+    The user dir is read once, when the renderer is built: a renderer keeps
+    the templates it was checked with, and files edited on disk take effect
+    by a reload (which builds and checks a new renderer), never half-way.
+    """
 
     def __init__(self, user_dir: Path | None, builtin: Traversable) -> None:
         self.user_dir = user_dir
         self.builtin = builtin
+        self.unreadable: list[str] = []
+        self.user = _read_user_dir(user_dir, self.unreadable)  # '<set>/<path>' → (text, shown)
+        self.user_sets = {name.split("/", 1)[0] for name in self.user}
+        if user_dir is not None and user_dir.is_dir():  # a set dir without files is a set too
+            self.user_sets |= {p.name for p in user_dir.iterdir() if p.is_dir()}
 
     def has_set(self, set_name: str) -> bool:
-        user = self.user_dir is not None and (self.user_dir / set_name).is_dir()
-        return user or self.builtin.joinpath(set_name).is_dir()
+        return set_name in self.user_sets or self.builtin.joinpath(set_name).is_dir()
 
     def files(self, set_name: str) -> list[str]:
-        names = set()
-        if self.user_dir is not None and (self.user_dir / set_name).is_dir():
-            names |= {p.name for p in (self.user_dir / set_name).glob("*.j2")}
+        names = {
+            n.split("/", 1)[1]
+            for n in self.user
+            if n.count("/") == 1 and n.startswith(set_name + "/")
+        }
         if self.builtin.joinpath(set_name).is_dir():
             items = self.builtin.joinpath(set_name).iterdir()
             names |= {p.name for p in items if p.name.endswith(".j2")}
         return sorted(names)
 
-    def find(self, name: str, *, inherit: bool = True) -> tuple[Path | Traversable, str] | None:
-        """(file, name shown in messages) for '<set>/<file>', or None."""
+    def find(self, name: str, *, inherit: bool = True) -> tuple[str, str] | None:
+        """(text, name shown in messages) for '<set>/<file>', or None."""
         try:
             set_name, *rest = split_template_path(name)
         except TemplateNotFound:
@@ -438,31 +489,57 @@ class _SetLoader(BaseLoader):
             return None
         sets = [set_name] + (["default"] if inherit and set_name != "default" else [])
         for s in sets:
-            if self.user_dir is not None:
-                path = self.user_dir.joinpath(s, *rest)
-                if path.is_file():
-                    return path, str(path)
+            user = self.user.get("/".join([s, *rest]))
+            if user is not None:
+                return user
             item = self.builtin.joinpath(s, *rest)
             if item.is_file():
-                return item, "templates/" + "/".join([s, *rest])
+                return item.read_text("utf-8"), "templates/" + "/".join([s, *rest])
         return None
 
     def get_source(self, environment: Any, template: str) -> tuple[str, str, Any]:
         found = self.find(template)
         if found is None:
             raise TemplateNotFound(template)
-        file, shown = found
-        if isinstance(file, Path):  # the user's: reloaded when it changes
-            mtime = file.stat().st_mtime
-            return file.read_text("utf-8"), shown, partial(_unchanged, file, mtime)
-        return file.read_text("utf-8"), shown, lambda: True
+        return found[0], found[1], lambda: True
 
 
-def _unchanged(path: Path, mtime: float) -> bool:
-    try:
-        return path.stat().st_mtime == mtime
-    except OSError:
-        return False
+def _read_user_dir(user_dir: Path | None, unreadable: list[str]) -> dict[str, tuple[str, str]]:
+    """Every readable *.j2 in the sets of user_dir, through symlinks (a mounted ConfigMap)."""
+    out: dict[str, tuple[str, str]] = {}
+    if user_dir is None or not user_dir.is_dir():
+        return out
+    seen: set[str] = set()
+    for root, dirs, names in os.walk(user_dir, followlinks=True):
+        if os.path.realpath(root) in seen:  # a symlink loop
+            dirs[:] = []
+            continue
+        seen.add(os.path.realpath(root))
+        dirs[:] = [d for d in dirs if not d.startswith("..")]  # ConfigMap internals
+        rel = Path(root).relative_to(user_dir)
+        if rel == Path("."):
+            continue  # files beside the sets belong to no set
+        for name in names:
+            if name.endswith(".j2") and not name.startswith(".."):
+                path = Path(root, name)
+                try:
+                    out[(rel / name).as_posix()] = (path.read_text("utf-8"), str(path))
+                except (OSError, UnicodeDecodeError) as exc:
+                    unreadable.append(f"{path}: cannot read: {exc}")
+    return out
+
+
+class _OverlayLoader(BaseLoader):
+    """Another loader with some '<set>/<file>' names replaced by given text."""
+
+    def __init__(self, base: _SetLoader, sources: dict[str, str]) -> None:
+        self.base = base
+        self.sources = sources
+
+    def get_source(self, environment: Any, template: str) -> tuple[str, str, Any]:
+        if template in self.sources:
+            return self.sources[template], template, lambda: True
+        return self.base.get_source(environment, template)
 
 
 def _builtin_root() -> Traversable:

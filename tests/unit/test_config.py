@@ -214,3 +214,12 @@ def test_embedded_default_is_a_preview_without_env() -> None:
     live = embedded_default({"FEISHU_WEBHOOK": HOOK, "FEISHU_SECRET": "s"})
     assert live.targets["default"].webhook == Secret(HOOK)
     assert live.targets["default"].secret == Secret("s")
+
+
+def test_templates_outside_a_set_directory_are_flagged(tmp_path: Path) -> None:
+    (tmp_path / "firing-critical.json.j2").write_text("{}")
+    found = problems({"templates": {"dir": str(tmp_path)}, "targets": {"ops": {}}})
+    assert found == [
+        f"templates.dir: firing-critical.json.j2 is ignored: templates go in a set directory,"
+        f" like {tmp_path}/default/firing-critical.json.j2"
+    ]
