@@ -39,7 +39,6 @@ from amfeishu.templating import Renderer
 
 log = logging.getLogger("amfeishu.receiver")
 DEFAULT_BODY_LIMIT = 1 << 20
-MAX_JSON_DEPTH = 64
 
 
 class HTTPError(Exception):
@@ -108,39 +107,15 @@ async def read_json(request: Request, limit: int) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise HTTPError(400, f"body is not UTF-8 (byte {exc.start})") from None
-    if _too_deep(text):
-        raise HTTPError(400, f"body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise HTTPError(
-            400, f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
-    except (RecursionError, ValueError) as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise HTTPError(400, f"body is not JSON: {exc.msg} at {where}") from None
+    except RecursionError:  # the C decoder stops hostile nesting itself
+        raise HTTPError(400, "body nests too deeply to be a webhook payload") from None
+    except ValueError as exc:
         raise HTTPError(400, f"body is not acceptable JSON: {exc}") from None
-
-
-def _too_deep(text: str) -> bool:
-    """Cheap pre-check so hostile nesting never reaches the recursive decoder."""
-    depth = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                return True
-        elif ch in "]}":
-            depth -= 1
-    return False
 
 
 class Receiver:
@@ -208,7 +183,7 @@ class Receiver:
                     len(routed.unmatched),
                     ", ".join(sorted({a.name or a.fingerprint for a in routed.unmatched})),
                 )
-        queued = await self._enqueue(per_target, trace)
+        queued = await self._enqueue(per_target, trace, notification, data)
         unrouted = len(notification.alerts) - len(
             {a.fingerprint for n in per_target.values() for a in n.alerts}
         )
@@ -227,24 +202,34 @@ class Receiver:
         queued = await self._enqueue({name: notification}, trace)
         return JSONResponse({"status": "queued", "targets": queued})
 
-    async def _enqueue(self, per_target: dict[str, Notification], trace: str) -> dict[str, int]:
+    async def _enqueue(
+        self,
+        per_target: dict[str, Notification],
+        trace: str,
+        original: Notification | None = None,
+        raw: Any = None,
+    ) -> dict[str, int]:
+        """Durably queue; `raw` is stored as received for the targets that get `original`."""
         state = self.state
         if not state.ready or state.dispatcher is None:
             raise HTTPError(503, "not ready: the outbox is not open")
         items = [
-            NewEntry(name, n.to_dict(), dedup_key(name, n), trace) for name, n in per_target.items()
+            NewEntry(name, raw if n is original else n.to_dict(), dedup_key(name, n), trace)
+            for name, n in per_target.items()
         ]
         try:
             entries = await state.outbox.put(items)
         except OutboxError as exc:
             raise HTTPError(503, f"outbox unavailable, retry later: {exc}") from None
+        for entry, n in zip(entries, per_target.values(), strict=True):
+            entry.notification = n  # the worker need not parse it again
         if not state.backend.shared:  # a shared outbox is consumed by whichever replica
             state.dispatcher.submit(entries)
         counts = {}
         for name, n in per_target.items():
             state.metrics.alerts_received.labels(name).inc(len(n.alerts))
             counts[name] = len(n.alerts)
-        log.info("queued %s", ", ".join(f"{k}={v}" for k, v in counts.items()) or "nothing")
+        log.debug("queued %s", ", ".join(f"{k}={v}" for k, v in counts.items()) or "nothing")
         return counts
 
 

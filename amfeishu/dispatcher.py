@@ -139,7 +139,7 @@ class Dispatcher:
             await asyncio.sleep(POLL_INTERVAL)
             try:
                 if not self.backend.shared:  # replays land in storage; pick them up
-                    self.submit(await self.outbox.pending())
+                    await self._pick_up_replays()
                 dead = await self.outbox.dead()
                 for name in self._workers:
                     self.metrics.dead_letters.labels(name).set(sum(e.target == name for e in dead))
@@ -148,6 +148,14 @@ class Dispatcher:
                     await self.outbox.purge(time.time() - max(PURGE_AFTER, self.config.dedup.ttl))
             except OutboxError as exc:
                 log.error("outbox housekeeping failed: %s", exc)
+
+    async def _pick_up_replays(self) -> None:
+        refs = await self.outbox.pending_refs()  # type: ignore[attr-defined]
+        unknown = [
+            entry_id for entry_id, received in refs if (entry_id, received) not in self._seen
+        ]
+        if unknown:
+            self.submit(await self.outbox.by_ids(unknown))  # type: ignore[attr-defined]
 
     def depth(self) -> int:
         return sum(len(w.queue) for w in self._workers.values())
@@ -181,7 +189,7 @@ class TargetWorker:
 
     def add(self, entry: Entry) -> None:
         try:
-            notification = parse_notification(entry.payload)
+            notification = entry.notification or parse_notification(entry.payload)
         except ValueError as exc:  # stored by an older version or edited by hand
             log.error("unreadable outbox entry %s: %s", entry.id, exc)
             return

@@ -38,6 +38,8 @@ class Entry:
     attempts: int = 0
     last_error: str | None = None
     updated_at: float = field(default_factory=time.time)
+    # Parsed payload handed over by the receiver in the same process (not stored).
+    notification: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,19 @@ class SQLiteOutbox:
             sql, args = sql + " AND target = ?", (state, target)
         return await self._run(lambda db: [_row(r) for r in db.execute(sql + " ORDER BY id", args)])
 
+    async def pending_refs(self) -> set[tuple[int, float]]:
+        """(id, received_at) of pending rows: cheap enough to poll for replays."""
+        sql = "SELECT id, received_at FROM outbox WHERE state = ?"
+        return await self._run(lambda db: set(db.execute(sql, (PENDING,))))
+
+    async def by_ids(self, ids: Iterable[int]) -> list[Entry]:
+        wanted = list(ids)
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        sql = f"SELECT {_COLUMNS} FROM outbox WHERE id IN ({marks}) ORDER BY id"
+        return await self._run(lambda db: [_row(r) for r in db.execute(sql, wanted)])
+
     async def recent(self, since: float) -> list[Entry]:
         sql = f"SELECT {_COLUMNS} FROM outbox WHERE state IN (?, ?) AND updated_at >= ? ORDER BY id"
         return await self._run(
@@ -316,6 +331,12 @@ class MemoryOutbox:
 
     async def dead(self, target: str | None = None) -> list[Entry]:
         return self._select(DEAD, target)
+
+    async def pending_refs(self) -> set[tuple[int, float]]:
+        return {(e.id, e.received_at) for e in self._select(PENDING, None)}
+
+    async def by_ids(self, ids: Iterable[int]) -> list[Entry]:
+        return [self._rows[i] for i in ids if i in self._rows]
 
     async def recent(self, since: float) -> list[Entry]:
         return [

@@ -64,7 +64,7 @@ def test_bearer_and_basic_auth(client: TestClient) -> None:
         (b"", 400, "body is empty"),
         (b"alertname=HighCPU", 400, "body is not JSON"),
         (b"\xff\xfe\x00", 400, "body is not UTF-8"),
-        (b"[" * 5000 + b"]" * 5000, 400, "nests deeper than"),
+        (b"[" * 5000 + b"]" * 5000, 400, "nests too deeply"),
         (b'{"alerts": "x"}', 400, "alerts: must be a list"),
         (b'{"alerts": [{"status": "firing", "labels": {"a": null}}]}', 400, "alerts[0].labels.a"),
         (b"1e99999", 400, "must be a JSON object"),
