@@ -1,22 +1,36 @@
-"""The data side of templating.py: escaping, URLs, times, mentions, the template
-context, card checks and the safe message.
+"""The data side of templating.py: mentions, the template context, card checks
+and the safe message (text, URL and time helpers are in cardtext.py).
 
 Nothing here knows about Jinja: each is a plain function of its arguments,
-shared by the templates (as filters and context) and the safe message.
+shared by the templates (as context) and the safe message.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from contextlib import suppress
-from datetime import UTC, datetime, tzinfo
-from functools import lru_cache, partial
+from datetime import datetime, tzinfo
+from functools import partial
 from typing import Any
-from urllib.parse import quote
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from amfeishu.models import SEVERITY_ORDER, Alert, Notification, parse_time
+from amfeishu.cardtext import (
+    alertmanager_url,
+    as_time,
+    base_url,
+    between,
+    is_http_url,
+    local_time,
+    md,
+    md_oneline,
+    md_url,
+    oneline,
+    plain,
+    safe_url,
+    silence_url_at,
+    translate,
+    truncate,
+)
+from amfeishu.models import SEVERITY_ORDER, Alert, Notification
 from amfeishu.settings import Target
 
 # Header colours of card JSON 2.0, exactly (feishu-api.md §6.3).
@@ -41,210 +55,6 @@ KEY_LABELS = (
 )  # fmt: skip
 _HIDDEN_LABELS = frozenset({"alertname", "severity"})
 
-STRINGS: dict[str, tuple[str, str]] = {  # key → (zh, en)
-    "firing": ("告警", "FIRING"),
-    "resolved": ("已恢复", "RESOLVED"),
-    "firing_section": ("告警中", "Firing"),
-    "resolved_section": ("已恢复", "Resolved"),
-    "started": ("开始", "Started"),
-    "ended": ("结束", "Ended"),
-    "for": ("已持续 {d}", "for {d}"),
-    "lasted": ("持续了 {d}", "lasted {d}"),
-    "source": ("来源", "Source"),
-    "runbook": ("处理手册", "Runbook"),
-    "dashboard": ("监控面板", "Dashboard"),
-    "silence": ("静默", "Silence"),
-    "alertmanager": ("Alertmanager", "Alertmanager"),
-    "more": ("另有 {n} 条告警，请在 Alertmanager 查看", "{n} more in Alertmanager"),
-    "truncated": ("Alertmanager 截断了 {n} 条告警", "{n} alerts truncated by Alertmanager"),
-    "critical": ("严重", "critical"),
-    "warning": ("警告", "warning"),
-    "info": ("提示", "info"),
-    "unknown": ("未知", "unknown"),
-    "everyone": ("所有人", "everyone"),
-    "safe_notice": ("简化卡片，原因见 amfeishu 日志", "simplified card; the amfeishu log says why"),
-}
-
-
-def translate(language: str, key: str, **values: Any) -> str:
-    """The zh or en string for key; an unknown key comes back as itself."""
-    pair = STRINGS.get(key)
-    if pair is None:
-        return key
-    text = pair[1] if language == "en" else pair[0]
-    return text.format(**values) if values else text
-
-
-# ---- text -----------------------------------------------------------------
-
-# Feishu markdown renders HTML entities, so specials become entities rather
-# than backslash escapes (a backslash before an entity would show it raw).
-_MD_ESCAPES = {
-    "&": "&amp;", "<": "&lt;", ">": "&gt;", "\\": "&#92;", "`": "&#96;",
-    "*": "&#42;", "_": "&#95;", "~": "&#126;", "[": "&#91;", "]": "&#93;",
-    "(": "&#40;", ")": "&#41;", "#": "&#35;", "|": "&#124;",
-}  # fmt: skip
-_MD_SPECIAL = re.compile("[" + re.escape("".join(_MD_ESCAPES)) + "]")
-# list items, setext headings and rules begin a line with one of these
-_MD_LINE_START = re.compile(r"^([ \t]*)([-+=])", re.MULTILINE)
-_AT_TAG = re.compile(r"<(\s*/?\s*at\b)", re.IGNORECASE)
-
-
-def md(value: Any) -> str:
-    """Text for a markdown element: markdown, HTML and <at> tags show literally."""
-    if value is None:
-        return ""
-    text = str(value).replace("\r\n", "\n").replace("\r", "\n")
-    text = _MD_SPECIAL.sub(lambda m: _MD_ESCAPES[m.group()], text)
-    return _MD_LINE_START.sub(lambda m: m.group(1) + f"&#{ord(m.group(2))};", text)
-
-
-def plain(value: Any) -> str:
-    """Text for text/post messages and plain_text: an <at …> tag mentions nobody."""
-    if value is None:
-        return ""
-    return _AT_TAG.sub(r"＜\1", str(value).replace("\r\n", "\n"))
-
-
-def oneline(value: Any) -> str:
-    """Whitespace runs (newlines too) as one space: for labels, names and titles."""
-    return " ".join(str(value).split()) if value is not None else ""
-
-
-def truncate(value: Any, length: int = 255, end: str = "…") -> str:
-    """At most length characters (end included); never cuts an &entity; in half."""
-    text = "" if value is None else str(value)
-    if len(text) <= length:
-        return text
-    cut = text[: max(0, length - len(end))]
-    amp = cut.rfind("&", max(0, len(cut) - 8))
-    if amp >= 0 and ";" not in cut[amp:]:
-        cut = cut[:amp]
-    return cut + end
-
-
-def json_escape(value: Any) -> str:
-    """The inside of a JSON string literal holding str(value)."""
-    return json.dumps(str(value), ensure_ascii=False)[1:-1]
-
-
-# ---- URLs -----------------------------------------------------------------
-
-_HTTP = re.compile(r"^https?://[^\s/?#]", re.IGNORECASE)
-
-
-def is_http_url(value: Any) -> bool:
-    """An http(s) URL as it stands: no spaces or control characters to quote first."""
-    return isinstance(value, str) and bool(_HTTP.match(value)) and safe_url(value) == value
-
-
-def safe_url(value: Any) -> str:
-    """An http(s) URL made safe to put in a card, or '' (Feishu needs http(s))."""
-    url = "" if value is None else str(value).strip()
-    if not _HTTP.match(url):
-        return ""
-    return quote(url, safe="!#$%&'()*+,/:;=?@[]~")
-
-
-def md_url(value: Any) -> str:
-    """safe_url for a markdown link target: brackets and parentheses encoded too."""
-    url = safe_url(value)
-    for char, code in (("(", "%28"), (")", "%29"), ("[", "%5B"), ("]", "%5D")):
-        url = url.replace(char, code)
-    return url
-
-
-def _base(external_url: str) -> str:
-    return safe_url(external_url).rstrip("/")
-
-
-def matchers_text(labels: dict[str, str]) -> str:
-    """Labels in Alertmanager's filter syntax: {alertname="X",job="y"}, alertname first."""
-    keys = sorted(labels, key=lambda k: (k != "alertname", k))
-    inner = ",".join(f'{k}="{_matcher_value(labels[k])}"' for k in keys)
-    return "{" + inner + "}"
-
-
-def _matcher_value(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def silence_url(external_url: str, labels: dict[str, str]) -> str:
-    """Alertmanager's new-silence form prefilled with these labels; '' without a base URL."""
-    base = _base(external_url)
-    if not base or not labels:
-        return ""
-    return f"{base}/#/silences/new?filter={quote(matchers_text(labels), safe='')}"
-
-
-_REGEX_META = re.compile(r"([.^$*+?()\[\]{}|\\])")
-
-
-def alertmanager_url(external_url: str, receiver: str, group_labels: dict[str, str]) -> str:
-    """Alertmanager's alert list for this receiver (a regex there) and group."""
-    base = _base(external_url)
-    if not base:
-        return ""
-    url = f"{base}/#/alerts"
-    params = []
-    if receiver:
-        params.append("receiver=" + quote(_REGEX_META.sub(r"\\\1", receiver), safe=""))
-    if group_labels:
-        params.append("filter=" + quote(matchers_text(group_labels), safe=""))
-    return url + ("?" + "&".join(params) if params else "")
-
-
-# ---- times ----------------------------------------------------------------
-
-
-@lru_cache(maxsize=64)
-def zone(name: str) -> tzinfo:
-    """ZoneInfo for name; UTC when the name is unknown (config checks names)."""
-    try:
-        return ZoneInfo(name) if name else UTC
-    except (ZoneInfoNotFoundError, ValueError):
-        return UTC
-
-
-def as_time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return parse_time(value) if isinstance(value, str) else None
-
-
-def local_time(value: Any, tz: tzinfo) -> str:
-    """'2026-11-28 21:46:21 CST' in tz; '' for '' or Go's zero time."""
-    when = as_time(value)
-    if when is None:
-        return ""
-    local = when.astimezone(tz)
-    name = local.tzname() or ""
-    if not name.isalpha():  # zones without an abbreviation print "+04"
-        offset = local.strftime("%z")
-        name = f"UTC{offset[:3]}:{offset[3:]}" if offset else "UTC"
-    return local.strftime("%Y-%m-%d %H:%M:%S ") + name
-
-
-def human_duration(seconds: float) -> str:
-    """45s, 5m, 2h3m, 1d4h."""
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        h, m = divmod(s // 60, 60)
-        return f"{h}h{m}m" if m else f"{h}h"
-    d, h = divmod(s // 3600, 24)
-    return f"{d}d{h}h" if h else f"{d}d"
-
-
-def between(start: Any, end: Any) -> str:
-    """Human duration from start to end (times or RFC 3339); '' if either is unknown."""
-    a, b = as_time(start), as_time(end)
-    return "" if a is None or b is None else human_duration((b - a).total_seconds())
-
-
 # ---- labels and mentions --------------------------------------------------
 
 
@@ -256,8 +66,10 @@ def highest_severity(severities: Any) -> str:
 def key_labels(labels: dict[str, str], skip: dict[str, str], limit: int = 6) -> dict[str, str]:
     """The KEY_LABELS present in labels, minus those already shown in skip."""
     out: dict[str, str] = {}
-    for key in KEY_LABELS:
-        if key in labels and skip.get(key) != labels[key] and len(out) < limit:
+    for key in [k for k in KEY_LABELS if k in labels]:
+        if len(out) >= limit:
+            break
+        if skip.get(key) != labels[key]:
             out[key] = labels[key]
     return out
 
@@ -299,6 +111,7 @@ def mentions_markdown(ids: list[str]) -> str:
 # ---- message checks and fix-ups ------------------------------------------
 
 _ONE_ZERO_TAGS = frozenset({"note", "action"})
+_NESTED = (list, dict)
 
 
 def card_problem(message: Any) -> str | None:
@@ -362,22 +175,32 @@ def _card_v2_problem(card: dict[str, Any]) -> str | None:
 
 
 def _elements_problem(node: Any, path: str) -> str | None:
+    trail: list[str] = []  # the problem's path below node, innermost first
+    problem = _element_problem(node, trail)
+    return None if problem is None else path + "".join(reversed(trail)) + problem
+
+
+def _element_problem(node: Any, trail: list[str]) -> str | None:
+    # The first problem depth-first; its path is built on the way out.
     if isinstance(node, list):
         for i, item in enumerate(node):
-            problem = _elements_problem(item, f"{path}[{i}]")
-            if problem:
-                return problem
+            if isinstance(item, _NESTED):
+                problem = _element_problem(item, trail)
+                if problem is not None:
+                    trail.append(f"[{i}]")
+                    return problem
         return None
     if not isinstance(node, dict):
         return None
     if node.get("tag") in _ONE_ZERO_TAGS:
-        return f"{path}: tag {node['tag']!r} is JSON 1.0 only"
+        return f": tag {node['tag']!r} is JSON 1.0 only"
     if "default_url" in node and not is_http_url(node["default_url"]):
-        return f"{path}.default_url: must be an http(s) URL, got {node['default_url']!r:.60}"
+        return f".default_url: must be an http(s) URL, got {node['default_url']!r:.60}"
     for key, value in node.items():
-        if isinstance(value, list | dict):
-            problem = _elements_problem(value, f"{path}.{key}")
-            if problem:
+        if isinstance(value, _NESTED):
+            problem = _element_problem(value, trail)
+            if problem is not None:
+                trail.append(f".{key}")
                 return problem
     return None
 
@@ -444,10 +267,11 @@ def kind_of(n: Notification) -> tuple[str, str]:
     of the firing alerts (all alerts when none fires), else the first
     severity label seen, else ''.
     """
-    alerts = n.firing or list(n.alerts)
+    firing = n.firing
+    alerts = firing or list(n.alerts)
     known = highest_severity(a.severity for a in alerts)
     severity = known or next((a.severity.lower() for a in alerts if a.severity), "")
-    if not n.firing:
+    if not firing:
         return "resolved", severity
     return (known or "default"), severity
 
@@ -481,6 +305,7 @@ def _common(maps: list[dict[str, str]]) -> dict[str, str]:
 
 
 _URL_KEYS = ("runbook", "dashboard", "source")
+_LINK_KEYS = ("runbook", "dashboard", "source", "silence")
 
 
 def context(
@@ -492,21 +317,23 @@ def context(
     omitted: int,
     now: datetime,
 ) -> dict[str, Any]:
-    """Every name templating.py documents, except language, t and title (per language)."""
+    """Every name templating.py documents, except those of for_language()."""
     kind, severity = kind_of(n)
     ids = target_mentions(n, target, kind)
     subtitle = header_labels(n.group_labels, n.common_labels)
-    base = n.external_url
-    alerts = [_alert_view(a, base, tz, now, subtitle) for a in n.alerts]
+    base = base_url(n.external_url)
+    limit = 1000 if len(n.alerts) == 1 else 300  # of description_text
+    alerts = [_alert_view(a, base, tz, now, subtitle, limit) for a in n.alerts]
+    firing = [a for a in alerts if a["firing"]]
     links = {}
     for key in _URL_KEYS:  # a card-level link when every alert has the same one
         urls = {a[f"{key}_url"] for a in alerts}
         links[key] = urls.pop() if len(urls) == 1 else ""
-    links["silence"] = silence_url(base, _common([a.labels for a in n.firing]))
-    links["alertmanager"] = alertmanager_url(base, n.receiver, n.group_labels)
+    links["silence"] = silence_url_at(base, _common([a["labels"] for a in firing]))
+    links["alertmanager"] = alertmanager_url(n.external_url, n.receiver, n.group_labels)
     for view in alerts:
         own = {k: "" if view[f"{k}_url"] == links[k] else view[f"{k}_url"] for k in _URL_KEYS}
-        own["silence"] = view["silence_url"] if view["firing"] and len(n.firing) > 1 else ""
+        own["silence"] = view["silence_url"] if view["firing"] and len(firing) > 1 else ""
         view["links"] = own
     return {
         "status": n.status,
@@ -518,7 +345,7 @@ def context(
         "groupKey": n.group_key,
         "truncatedAlerts": n.truncated_alerts,
         "alerts": alerts,
-        "firing": [a for a in alerts if a["firing"]],
+        "firing": firing,
         "resolved": [a for a in alerts if not a["firing"]],
         "severity": severity,
         "kind": kind,
@@ -543,6 +370,17 @@ def context(
         "alertmanager_url": links["alertmanager"],
         "since": lambda value: between(value, now),
         "local_time": lambda value: local_time(value, tz),
+        "alert_md_line": alert_md_line,
+    }
+
+
+def for_language(n: Notification, language: str, keyword: str | None) -> dict[str, Any]:
+    """The names of the context that depend on the language ("zh" or "en")."""
+    return {
+        "language": language,
+        "t": partial(translate, language),
+        "title": title(n, language, keyword),
+        "alert_md": partial(alert_md, language),
     }
 
 
@@ -552,29 +390,79 @@ def _silence_for(base: str, alert_or_labels: Any) -> str:
         labels = labels["labels"]
     if not isinstance(labels, dict):
         return ""
-    return silence_url(base, {str(k): str(v) for k, v in labels.items()})
+    return silence_url_at(base, {str(k): str(v) for k, v in labels.items()})
 
 
 def _alert_view(
-    a: Alert, base: str, tz: tzinfo, now: datetime, shown: dict[str, str]
+    a: Alert, base: str, tz: tzinfo, now: datetime, shown: dict[str, str], limit: int
 ) -> dict[str, Any]:
+    annotations = a.annotations
+    firing = a.status == "firing"
+    summary = annotations.get("summary", "")
+    description = annotations.get("description") or annotations.get("message", "")
+    starts = as_time(a.starts_at)  # parsed once for the local time and the duration
+    ends = None if firing else as_time(a.ends_at)
     view = a.to_dict()
     view.update(
         name=a.name,
         severity=a.severity.lower(),
-        firing=a.firing,
-        summary=a.annotations.get("summary", ""),
-        description=a.annotations.get("description") or a.annotations.get("message", ""),
-        starts_at_local=local_time(a.starts_at, tz),
-        ends_at_local="" if a.firing else local_time(a.ends_at, tz),
-        duration=between(a.starts_at, now if a.firing else a.ends_at),
-        silence_url=silence_url(base, a.labels),
+        firing=firing,
+        summary=summary,
+        description=description,
+        starts_at_local=local_time(starts, tz),
+        ends_at_local="" if firing else local_time(ends, tz),
+        duration=between(starts, now if firing else ends),
+        silence_url=silence_url_at(base, a.labels),
         source_url=safe_url(a.generator_url),
-        runbook_url=safe_url(a.annotations.get("runbook_url")),
-        dashboard_url=safe_url(a.annotations.get("dashboard_url")),
+        runbook_url=safe_url(annotations.get("runbook_url")),
+        dashboard_url=safe_url(annotations.get("dashboard_url")),
         key_labels=key_labels(a.labels, shown),
+        description_text=(
+            truncate(plain(description), limit) if description and description != summary else ""
+        ),
     )
     return view
+
+
+def alert_md(language: str, a: dict[str, Any]) -> str:
+    """The markdown of one alert (an item of alerts) in the built-in card.
+
+    Its name and summary, key labels, start or end time and duration, and its
+    own links, a line each; label and annotation text is md-escaped.
+    """
+    name, summary = a["name"], a["summary"]
+    head = "**" + md_oneline(name, 80) + "**"
+    if summary and summary != name:
+        head += " · " + md_oneline(summary, 200)
+    lines = [head]
+    labels = a["key_labels"]
+    if labels:
+        shown = [md(k) + ": " + md_oneline(v, 80) for k, v in labels.items()]
+        lines.append("<font color='grey'>" + " · ".join(shown) + "</font>")
+    if a["firing"]:
+        when, at, how = "started", a["starts_at_local"], "for"
+    else:
+        when, at, how = "ended", a["ends_at_local"], "lasted"
+    line = translate(language, when) + " " + (at or "?")
+    if a["duration"]:
+        line += " · " + translate(language, how, d=a["duration"])
+    lines.append("<font color='grey'>" + line + "</font>")
+    links = a["links"]
+    own = [f"[{translate(language, k)}]({md_url(links[k])})" for k in _LINK_KEYS if links[k]]
+    if own:
+        lines.append(" · ".join(own))
+    return "\n".join(lines)
+
+
+def alert_md_line(a: dict[str, Any]) -> str:
+    """One alert as a markdown list item for compact cards: name, first key label, duration."""
+    line = "- **" + md_oneline(a["name"], 60) + "**"
+    key = next(iter(a["key_labels"].values()), "")
+    if key:
+        line += " · " + md_oneline(key, 60)
+    if a["duration"]:
+        line += " · " + a["duration"]
+    return line
 
 
 # ---- the safe message -------------------------------------------------------

@@ -20,7 +20,8 @@ Build strings with expressions (``~``, ``join``) and print them once; do not
 concatenate macro output with ``~``. Label and annotation values that go into
 a markdown element must pass through ``| md``. An undefined name fails the
 render when printed, iterated or measured; it is falsy in ``{% if %}`` and
-takes ``| default(…)``. Templates run in Jinja's sandbox.
+takes ``| default(…)``. Templates typed into the playground (render_source)
+run in Jinja's sandbox; configured ones are as trusted as the config.
 
 Checks. The output must be one message: ``{"msg_type": "interactive",
 "card": {…}}`` with ``schema`` "2.0", ``header.template`` one of Feishu's 13
@@ -46,7 +47,9 @@ Template context:
   http(s) ``generatorURL`` / annotations, else ''), ``key_labels`` (instance,
   pod, job… minus those in the header subtitle), ``links`` (this alert's
   runbook/dashboard/source/silence URLs that differ from the card's
-  ``links``; '' otherwise).
+  ``links``; '' otherwise), ``description_text`` (``description`` | plain,
+  truncated to 1000 characters when the card has one alert, else 300; ''
+  when it repeats the summary).
 * ``firing``, ``resolved``: the alerts split by status.
 * ``severity``: highest of critical > warning > info among firing alerts (all
   alerts when none fires), else the first severity label seen, else ''.
@@ -70,7 +73,11 @@ Template context:
   alerts, the ``mention_label`` label/annotation (validated ``ou_…`` only).
 * ``extra``: extra fields of the notification (plain events).
 * ``now``: the render time (aware datetime, UTC).
-* ``t(key, **values)``: the zh/en string for key (``cardhelpers.STRINGS``).
+* ``t(key, **values)``: the zh/en string for key (``cardtext.STRINGS``).
+* ``alert_md(a)``: the markdown of an alert of ``alerts`` in the built-in card
+  (name · summary, key labels, start/end time and duration, its own links),
+  in the rendering's language; ``alert_md_line(a)``: its compact line
+  ("- **name** · first key label · duration"). Both are md-escaped already.
 * ``silence_url(alert_or_labels)``, ``alertmanager_url`` (a string),
   ``since(time)`` ("5m", "2h3m", "1d4h" until now), ``local_time(time)``
   ("2026-11-28 21:46:21 CST" in the target's timezone); times are RFC 3339
@@ -92,13 +99,13 @@ import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache, partial
+from functools import lru_cache
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from jinja2 import BaseLoader, TemplateNotFound, TemplateSyntaxError, Undefined, nodes
+from jinja2 import BaseLoader, Environment, TemplateNotFound, TemplateSyntaxError, Undefined, nodes
 from jinja2.compiler import CodeGenerator
 from jinja2.loaders import split_template_path
 from jinja2.runtime import StrictUndefined
@@ -106,6 +113,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
 from amfeishu import cardhelpers as h
+from amfeishu import cardtext as ct
 from amfeishu.models import Notification, parse_notification
 from amfeishu.settings import Target
 
@@ -146,6 +154,7 @@ class Renderer:
         self.timezone = timezone
         self._loader = _SetLoader(self.user_dir, _builtin_root())
         self._env = _environment(self._loader)
+        self._resolved: dict[tuple[str, str], str] = {}  # the loader is a snapshot
 
     # ---- public API -----------------------------------------------------
 
@@ -227,7 +236,7 @@ class Renderer:
             if not self._set_exists(target.template):
                 raise RenderError(f"template set {target.template!r} not found")
             edited = f"{target.template}/{file}"
-            env = _environment(_OverlayLoader(self._loader, {edited: source}))
+            env = _environment(_OverlayLoader(self._loader, {edited: source}), sandboxed=True)
             name = edited if file.endswith(".json.j2") else self._select(n, target)
             message = self._render_strict(name, n, target, compact, omitted, now, env)
         except Exception as exc:  # reported like render() does, with the safe message
@@ -264,6 +273,12 @@ class Renderer:
 
     def _resolve(self, set_name: str, file: str) -> str:
         """'<set>/<file>' to load for file, after the fallbacks of DESIGN §5."""
+        name = self._resolved.get((set_name, file))
+        if name is None:  # looked up once: it reads and stats files
+            name = self._resolved[set_name, file] = self._lookup(set_name, file)
+        return name
+
+    def _lookup(self, set_name: str, file: str) -> str:
         if not self._set_exists(set_name):
             raise RenderError(f"template set {set_name!r} not found")
         chain = [file]
@@ -288,7 +303,7 @@ class Renderer:
         compact: bool,
         omitted: int,
         now: datetime,
-        env: _Environment | None = None,
+        env: Environment | None = None,
     ) -> dict[str, Any]:
         template = (env or self._env).get_template(name)
         origin = template.filename or name
@@ -296,8 +311,7 @@ class Renderer:
         file = name.rsplit("/", 1)[-1]
 
         def once(language: str) -> Any:
-            t = partial(h.translate, language)
-            ctx = dict(base, language=language, t=t, title=h.title(n, language, target.keyword))
+            ctx = dict(base, **h.for_language(n, language, target.keyword))
             return _parse(template.render(ctx), origin)
 
         language = self._language(target)
@@ -315,7 +329,7 @@ class Renderer:
         return h.ensure_keyword(message, target.keyword)
 
     def _tz(self, target: Target) -> Any:
-        return h.zone(target.timezone or self.timezone)
+        return ct.zone(target.timezone or self.timezone)
 
     def _safe(
         self,
@@ -383,15 +397,33 @@ class _CodeGenerator(CodeGenerator):
             raise nodes.Impossible()
         return super()._output_child_to_const(node, frame, finalize)
 
+    # Under autoescape Jinja prints escape(finalize(value)); _finalize returns
+    # Markup already, which escape() would only copy: print finalize(value).
+    def _output_child_pre(self, node: nodes.Expr, frame: Any, finalize: Any) -> None:
+        if frame.eval_ctx.autoescape and not frame.eval_ctx.volatile and finalize.src:
+            self.write("(" + finalize.src)
+        else:
+            super()._output_child_pre(node, frame, finalize)
 
-class _Environment(SandboxedEnvironment):
-    code_generator_class = _CodeGenerator
 
+class _SetPaths:
     def join_path(self, template: str, parent: str) -> str:
         """A bare file name in an include/import is a file of the including set."""
         if "/" in template or "/" not in parent:
             return template
         return parent.split("/", 1)[0] + "/" + template
+
+
+class _Environment(_SetPaths, Environment):
+    """Configured templates: written by the operator, as trusted as the config."""
+
+    code_generator_class = _CodeGenerator
+
+
+class _SandboxedEnvironment(_SetPaths, SandboxedEnvironment):
+    """Templates typed into the playground: sandboxed (no attribute games)."""
+
+    code_generator_class = _CodeGenerator
 
 
 class _Undefined(StrictUndefined):
@@ -408,12 +440,19 @@ class _Undefined(StrictUndefined):
 
 def _finalize(value: Any) -> Markup:
     # Autoescape makes macro output Markup; Markup means "already JSON text".
-    # Everything else is JSON-escaped exactly once here.
+    # Everything else is JSON-escaped exactly once here. (str.__new__ skips
+    # Markup's own __new__: this runs for every {{ … }} printed.)
+    if type(value) is str:
+        return _markup(ct.json_escape(value))
     if hasattr(value, "__html__"):
         return Markup(value.__html__())
     if value is None:
-        return Markup("")
-    return Markup(h.json_escape(value))
+        return _markup("")
+    return _markup(ct.json_escape(value))
+
+
+def _markup(text: str) -> Markup:
+    return str.__new__(Markup, text)
 
 
 def _json_filter(value: Any) -> Markup:
@@ -421,12 +460,15 @@ def _json_filter(value: Any) -> Markup:
 
 
 def _escape_filter(value: Any) -> Markup:
-    return value if isinstance(value, Markup) else Markup(h.json_escape(value))
+    return value if isinstance(value, Markup) else Markup(ct.json_escape(value))
 
 
-def _environment(loader: BaseLoader) -> _Environment:
-    env = _Environment(
+def _environment(loader: BaseLoader, *, sandboxed: bool = False) -> Environment:
+    # The sandbox costs a third of a render; only text typed into the playground needs it.
+    # Loaders are snapshots: a compiled template is kept, never checked for changes.
+    env = (_SandboxedEnvironment if sandboxed else _Environment)(
         loader=loader,
+        auto_reload=False,
         autoescape=True,
         finalize=_finalize,
         undefined=_Undefined,
@@ -435,15 +477,15 @@ def _environment(loader: BaseLoader) -> _Environment:
         extensions=["jinja2.ext.do", "jinja2.ext.loopcontrols"],
     )
     env.filters.update(
-        md=h.md,
-        plain=h.plain,
-        oneline=h.oneline,
-        truncate=h.truncate,
+        md=ct.md,
+        plain=ct.plain,
+        oneline=ct.oneline,
+        truncate=ct.truncate,
         json=_json_filter,
         e=_escape_filter,
         escape=_escape_filter,
-        url=h.safe_url,
-        mdurl=h.md_url,
+        url=ct.safe_url,
+        mdurl=ct.md_url,
     )
     return env
 

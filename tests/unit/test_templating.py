@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from amfeishu import cardhelpers as h
+from amfeishu import cardtext as ct
 from amfeishu.models import Notification, parse_notification
 from amfeishu.settings import Target
 from amfeishu.templating import CARD_FILES, SAFE, Rendered, Renderer, RenderError
@@ -252,7 +253,7 @@ def test_resolved_mentions_come_from_resolved_key_only() -> None:
     ],
 )
 def test_md_neutralises_markdown(value: Any, expected: str) -> None:
-    assert h.md(value) == expected
+    assert ct.md(value) == expected
 
 
 def test_finalize_escapes_once_and_json_filter_passes_through(tmp_path: Path) -> None:
@@ -632,19 +633,19 @@ def test_render_error_is_an_exception() -> None:
      (86400, "1d"), (100800, "1d4h"), (-5, "0s")],
 )  # fmt: skip
 def test_human_duration(seconds: int, text: str) -> None:
-    assert h.human_duration(seconds) == text
+    assert ct.human_duration(seconds) == text
 
 
 def test_times_in_target_timezone() -> None:
-    shanghai, dubai = h.zone("Asia/Shanghai"), h.zone("Asia/Dubai")
-    assert h.local_time("2026-11-28T13:46:21.618991123Z", shanghai) == "2026-11-28 21:46:21 CST"
-    assert h.local_time("2026-11-28T13:46:21Z", dubai) == "2026-11-28 17:46:21 UTC+04:00"
-    assert h.local_time("2026-11-28T13:46:21Z", h.zone("UTC")) == "2026-11-28 13:46:21 UTC"
-    assert h.local_time("0001-01-01T00:00:00Z", shanghai) == ""
-    assert h.local_time("", shanghai) == ""
-    assert h.zone("Not/AZone") is UTC
-    assert h.between("2026-11-28T13:46:21.999999999+08:00", NOW) == "8h23m"
-    assert h.between("0001-01-01T00:00:00Z", NOW) == ""
+    shanghai, dubai = ct.zone("Asia/Shanghai"), ct.zone("Asia/Dubai")
+    assert ct.local_time("2026-11-28T13:46:21.618991123Z", shanghai) == "2026-11-28 21:46:21 CST"
+    assert ct.local_time("2026-11-28T13:46:21Z", dubai) == "2026-11-28 17:46:21 UTC+04:00"
+    assert ct.local_time("2026-11-28T13:46:21Z", ct.zone("UTC")) == "2026-11-28 13:46:21 UTC"
+    assert ct.local_time("0001-01-01T00:00:00Z", shanghai) == ""
+    assert ct.local_time("", shanghai) == ""
+    assert ct.zone("Not/AZone") is UTC
+    assert ct.between("2026-11-28T13:46:21.999999999+08:00", NOW) == "8h23m"
+    assert ct.between("0001-01-01T00:00:00Z", NOW) == ""
 
 
 def test_context_helpers_in_templates(tmp_path: Path) -> None:
@@ -671,9 +672,9 @@ def test_context_helpers_in_templates(tmp_path: Path) -> None:
 
 def test_silence_filter_escapes_label_values() -> None:
     labels = {"b": 'say "hi"\\', "alertname": "X"}
-    assert h.matchers_text(labels) == '{alertname="X",b="say \\"hi\\"\\\\"}'
-    assert h.silence_url("", labels) == ""
-    assert h.silence_url("http://am/", {}) == ""
+    assert ct.matchers_text(labels) == '{alertname="X",b="say \\"hi\\"\\\\"}'
+    assert ct.silence_url("", labels) == ""
+    assert ct.silence_url("http://am/", {}) == ""
 
 
 @pytest.mark.parametrize(
@@ -689,11 +690,11 @@ def test_silence_filter_escapes_label_values() -> None:
     ],
 )
 def test_safe_url(url: Any, safe: str) -> None:
-    assert h.safe_url(url) == safe
-    assert h.is_http_url(url) == (bool(safe) and safe == url)
+    assert ct.safe_url(url) == safe
+    assert ct.is_http_url(url) == (bool(safe) and safe == url)
 
 
 def test_truncate_counts_characters_and_keeps_entities_whole() -> None:
-    assert h.truncate("磁盘空间不足", 4) == "磁盘空…"
-    assert h.truncate("short", 10) == "short"
-    assert h.truncate(h.md("a" * 10 + "*"), 13) == "aaaaaaaaaa…"
+    assert ct.truncate("磁盘空间不足", 4) == "磁盘空…"
+    assert ct.truncate("short", 10) == "short"
+    assert ct.truncate(ct.md("a" * 10 + "*"), 13) == "aaaaaaaaaa…"
