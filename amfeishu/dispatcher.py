@@ -36,6 +36,7 @@ log = logging.getLogger("amfeishu.delivery")
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 30.0
 POLL_INTERVAL = 2.0  # how often replayed dead letters are picked up from storage
+CARDS_PER_BATCH = 5  # cards planned at a time (Feishu allows 5/s per bot)
 PURGE_AFTER = 86400.0  # delivered rows kept this long (at least the dedup ttl)
 
 
@@ -235,8 +236,7 @@ class TargetWorker:
     async def _deliver_batch(self, target: Target) -> None:
         if not target.preview:
             await self.d.limiter(target).wait()  # meanwhile arrivals keep merging
-        items = sorted(self.queue.values(), key=lambda q: q.entry.id)
-        items = await self._drop_duplicates(items)
+        items = await self._drop_duplicates(self._next_batch())
         if not items:
             return
         notification, groups, skipped = assembly.merge(items, target.send_resolved)
@@ -295,13 +295,28 @@ class TargetWorker:
             else:
                 await self._give_up(items, card, answer)
 
+    def _next_batch(self) -> list[Queued]:
+        """The oldest entries, up to about a second of cards at Feishu's 5/s.
+
+        Planning the whole backlog at once would render cards that a retry
+        throws away, and make an alert that arrives now wait behind all of them.
+        """
+        budget = self.d.config.grouping.max_alerts_per_card * CARDS_PER_BATCH
+        batch: list[Queued] = []
+        for q in self.queue.values():  # insertion order: oldest first
+            if batch and budget <= 0:
+                break
+            batch.append(q)
+            budget -= len(q.notification.alerts) - len(q.delivered)
+        return batch
+
     def _count_wait(self) -> None:
         self.d.metrics.rate_limit_waits.labels(self.name).inc()
 
     async def _drop_duplicates(self, items: list[Queued]) -> list[Queued]:
         keep, dupes = [], []
         for q in items:
-            if q.deduped or await self.d.dedup.first_time(q.entry.dedup_key):
+            if q.deduped or await self.d.dedup.first_time(q.entry.dedup_key, q.entry.id):
                 q.deduped = True
                 keep.append(q)
             else:
