@@ -22,7 +22,9 @@ def dedup_key(target: str, notification: Notification) -> str:
 class Dedup(Protocol):
     """What the dispatcher needs: local (TTLCache) or shared between replicas (Redis)."""
 
-    async def first_time(self, key: str) -> bool: ...
+    # `entry` is the outbox id asking: shared dedup marks the key with it, so an entry
+    # that a replica marked and then died with is not taken for its own duplicate.
+    async def first_time(self, key: str, entry: int | None = None) -> bool: ...
     async def remember(self, key: str) -> None: ...
     async def forget(self, key: str) -> None: ...
 
@@ -34,8 +36,9 @@ class DedupWindow:
         self.enabled = ttl > 0
         self._seen: TTLCache[str, bool] = TTLCache(maxsize=max(1, max_entries), ttl=max(ttl, 0.001))
 
-    async def first_time(self, key: str) -> bool:
+    async def first_time(self, key: str, entry: int | None = None) -> bool:
         """True (and remembered) when the key was not seen within the window."""
+        del entry  # one process: the window dies with it, so an entry never meets its own mark
         if not self.enabled:
             return True
         if key in self._seen:
