@@ -263,19 +263,20 @@ def _send_to_server(args: argparse.Namespace, body: Any, *, event: bool) -> int:
 
 
 def outbox(args: argparse.Namespace) -> int:
-    from amfeishu.outbox import open_outbox
+    from amfeishu.backends import open_backend
+    from amfeishu.outbox import OutboxError
 
     try:
         config = _config(args.config)
     except ConfigError as exc:
         return _fail(str(exc))
-    if config.storage.path == ":memory:":
+    if config.storage.path == ":memory:" and config.storage.redis_url is None:
         return _fail("storage.path is :memory:, there is no outbox to read")
     if args.action == "replay" and args.id is None and not args.all:
         return _fail("replay needs an ID or --all", 2)
 
     async def run() -> int:
-        box = open_outbox(config.storage.path)
+        box = open_backend(config).outbox  # SQLite, or Redis with storage.redis_url
         await box.open()
         try:
             if args.action == "list":
@@ -301,4 +302,7 @@ def outbox(args: argparse.Namespace) -> int:
         finally:
             await box.close()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except OutboxError as exc:
+        return _fail(str(exc))

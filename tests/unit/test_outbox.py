@@ -4,17 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from amfeishu.outbox import DEAD, DELIVERED, DUPLICATE, MemoryOutbox, NewEntry, Outbox, SQLiteOutbox
+from tests.conftest import need_binary
+from tests.support.redis_server import RedisServer
 
 Factory = Callable[[Path], Outbox]
+
+
+def _redis(tmp: Path) -> Outbox:
+    """A fresh database on the session's redis-server (the `redis_url` fixture)."""
+    from amfeishu.redis_outbox import RedisOutbox
+    from amfeishu.redis_shared import Link
+
+    return RedisOutbox(Link((tmp / "redis-url").read_text()))
+
+
 BACKENDS: dict[str, Factory] = {
     "sqlite": lambda tmp: SQLiteOutbox(str(tmp / "outbox.db")),
     "memory": lambda tmp: MemoryOutbox(),
+    "redis": _redis,  # needs redis-server: skips without it, fails under AMFEISHU_REQUIRE_E2E=1
 }
 
 
@@ -28,8 +41,19 @@ async def opened(factory: Factory, tmp: Path) -> Outbox:
     return box
 
 
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    binary = need_binary("redis-server", "redis-server")
+    with RedisServer(binary, tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
 @pytest.fixture(params=sorted(BACKENDS))
-def factory(request: pytest.FixtureRequest) -> Factory:
+def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        server.flush()
+        (tmp_path / "redis-url").write_text(server.url)
     return BACKENDS[request.param]
 
 
