@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import latency, render, storm, throughput
+from benchmarks import bench_redis, latency, render, storm, throughput
 from benchmarks.report import Row, document, table
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
@@ -59,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
             memory["storm_hwm"] <= storm.GOAL_STORM_MB,
         ),
     ]
+    step("Redis: one and two replicas against SQLite")
+    for measure, value, note in bench_redis.run():
+        rows.append(Row(measure, value, "", None))
+        if note:
+            notes.append(f"{measure}: {note}")
     seconds = time.monotonic() - started
     print(table(rows))
     print()
