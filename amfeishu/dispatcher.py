@@ -269,6 +269,8 @@ class TargetWorker:
                     extra={"target": self.name},
                 )
             answer = await self._send(target, card, items)
+            if not target.preview:
+                self._answered(target)
             if answer.outcome is Outcome.DELIVERED:
                 await self._conveyed(items, card.covers, "delivered")
             elif answer.outcome is Outcome.TOO_LARGE and (
@@ -294,6 +296,12 @@ class TargetWorker:
                 return
             else:
                 await self._give_up(items, card, answer)
+
+    def _answered(self, target: Target) -> None:
+        """Tell a local limiter the request is done (the shared one counts grants)."""
+        sent = getattr(self.d.limiter(target), "sent", None)
+        if sent is not None:
+            sent()
 
     def _next_batch(self) -> list[Queued]:
         """The oldest entries, up to about a second of cards at Feishu's 5/s.

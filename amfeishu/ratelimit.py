@@ -34,7 +34,8 @@ class SlidingWindowLimiter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._limits = [(1.0 * WINDOW_MARGIN, int(per_second)), (60.0 + 1.0, int(per_minute))]
-        self._sent: deque[float] = deque()
+        self._sent: deque[list[float]] = deque()  # [time] per send, mutable: see sent()
+        self._open: deque[list[float]] = deque()  # slots whose request awaits its answer
         self._clock = clock
         self._lock = asyncio.Lock()
 
@@ -42,19 +43,31 @@ class SlidingWindowLimiter:
         """Seconds until one more send stays within every window (0 = now)."""
         now = self._clock()
         horizon = max(w for w, _ in self._limits)
-        while self._sent and self._sent[0] <= now - horizon:
+        while self._sent and self._sent[0][0] <= now - horizon and self._sent[0] not in self._open:
             self._sent.popleft()
         wait = 0.0
         for window, limit in self._limits:
-            if limit <= 0:
+            if limit <= 0 or len(self._sent) < limit:
                 continue
-            recent = [t for t in self._sent if t > now - window] if len(self._sent) >= limit else []
+            recent = sorted(t for (t,) in self._sent if t > now - window)
             if len(recent) >= limit:
                 wait = max(wait, recent[-limit] + window - now)
         return wait
 
     def record(self) -> None:
-        self._sent.append(self._clock())
+        slot = [self._clock()]
+        self._sent.append(slot)
+        self._open.append(slot)
+
+    def sent(self) -> None:
+        """The oldest open request was answered: count it from now.
+
+        Its arrival at Feishu lies between the slot and the answer; counting
+        from the answer keeps every window safe however long the event loop
+        or the network delayed the request after its slot was granted.
+        """
+        if self._open:
+            self._open.popleft()[0] = self._clock()
 
     async def wait(self) -> None:
         """Wait until a send would be allowed, without taking the slot.

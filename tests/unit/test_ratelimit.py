@@ -51,3 +51,15 @@ def test_delay_says_how_long() -> None:
     assert 1.0 < limiter.delay() <= 1.1 + 1e-9
     clock.now += 1.2
     assert limiter.delay() == 0
+
+
+def test_a_slot_counts_from_the_answer_not_the_grant() -> None:
+    clock = Clock()
+    limiter = SlidingWindowLimiter(1, 100, clock=clock)
+    limiter.record()  # granted at t, the request is delayed...
+    clock.now += 0.5
+    limiter.sent()  # ...and answered at t + 0.5: the window runs from there
+    clock.now += 0.7
+    assert limiter.delay() > 0  # 1.2 s after the grant, but only 0.7 s after the answer
+    clock.now += 0.5
+    assert limiter.delay() == 0
