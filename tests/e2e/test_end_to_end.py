@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +11,7 @@ import httpx
 
 from tests.e2e.conftest import payload
 from tests.support.feishu_fake import FakeFeishu
-from tests.support.processes import ROOT, Amfeishu, wait_until
+from tests.support.processes import ROOT, Amfeishu, run_cli, wait_until
 
 SECRET = "SEC-e2e-signing-secret"
 TOKEN = "bearer-e2e-token"
@@ -133,17 +131,6 @@ def test_sigterm_stops_cleanly(
     assert server.stop() == 0
 
 
-def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "amfeishu", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=60,
-    )
-
-
 def test_check_config_names_every_problem(tmp_path: Path) -> None:
     templates = tmp_path / "templates" / "default"
     templates.mkdir(parents=True)
@@ -155,7 +142,7 @@ def test_check_config_names_every_problem(tmp_path: Path) -> None:
         "    secret: ${UNSET_FOR_TEST}\n"
         "routes:\n  - matchers: ['severity=~\"(\"']\n    targets: [ops]\n"
     )
-    result = cli("check-config", str(bad))
+    result = run_cli("check-config", str(bad))
     assert result.returncode == 1
     err = result.stderr
     assert "targets.ops.webhok: unknown key (did you mean 'webhook'?)" in err
@@ -165,14 +152,14 @@ def test_check_config_names_every_problem(tmp_path: Path) -> None:
 
     good = tmp_path / "good.yml"
     good.write_text("targets:\n  ops: {language: en}\n")
-    result = cli("check-config", str(good))
+    result = run_cli("check-config", str(good))
     assert result.returncode == 0, result.stderr
 
 
 def test_render_prints_the_card_and_sends_nothing(tmp_path: Path) -> None:
     config = tmp_path / "c.yml"
     config.write_text("targets:\n  ops: {language: en}\n")
-    result = cli(
+    result = run_cli(
         "render",
         "--config",
         str(config),
@@ -189,7 +176,7 @@ def test_send_delivers_once_and_prints_the_answer(feishu: FakeFeishu, tmp_path: 
     hook = feishu.add_bot("tok-9f3a", secret=SECRET)
     config = tmp_path / "c.yml"
     config.write_text(f"targets:\n  ops: {{webhook: '{hook}', secret: '{SECRET}'}}\n")
-    result = cli(
+    result = run_cli(
         "send",
         "--config",
         str(config),
@@ -208,7 +195,9 @@ def test_send_delivers_once_and_prints_the_answer(feishu: FakeFeishu, tmp_path: 
 
     wrong = tmp_path / "wrong.yml"
     wrong.write_text(f"targets:\n  ops: {{webhook: '{hook}', secret: 'not-it'}}\n")
-    result = cli("send", "--config", str(wrong), "--target", "ops", "--title", "x", "--text", "y")
+    result = run_cli(
+        "send", "--config", str(wrong), "--target", "ops", "--title", "x", "--text", "y"
+    )
     assert result.returncode == 1
     answer = json.loads(result.stdout)
     assert answer["code"] == 19021 and answer["fix"]

@@ -6,8 +6,6 @@ import json
 import shutil
 import socket
 import ssl
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from tests.conftest import need_binary
 from tests.e2e.conftest import payload
 from tests.support.certs import Pair, issue, make_ca
 from tests.support.feishu_fake import FakeFeishu
-from tests.support.processes import ROOT, Amfeishu, wait_until
+from tests.support.processes import Amfeishu, run_cli, wait_until
 
 
 def peer_certificate(port: int, ca: Pair, client: Pair) -> bytes:
@@ -115,17 +113,6 @@ def test_plain_messages_carry_the_keyword_firing_and_resolved(
     assert feishu.refused(token="kw") == []
     text = json.dumps(messages[0], ensure_ascii=False)
     assert "<at id=all>" not in text and 'user_id": "all' not in text  # no injected mention
-
-
-def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "amfeishu", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=60,
-    )
 
 
 def test_send_through_a_running_server_with_stdin_and_labels(

@@ -145,3 +145,15 @@ class Amfeishu:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """One `amfeishu …` command (check-config, render, send, outbox) as a process."""
+    return subprocess.run(
+        [sys.executable, "-m", "amfeishu", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=60,
+    )
