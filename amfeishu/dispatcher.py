@@ -270,7 +270,7 @@ class TargetWorker:
                 )
             answer = await self._send(target, card, items)
             if not target.preview:
-                self._answered(target)
+                await self._answered(target)
             if answer.outcome is Outcome.DELIVERED:
                 await self._conveyed(items, card.covers, "delivered")
             elif answer.outcome is Outcome.TOO_LARGE and (
@@ -297,11 +297,12 @@ class TargetWorker:
             else:
                 await self._give_up(items, card, answer)
 
-    def _answered(self, target: Target) -> None:
-        """Tell a local limiter the request is done (the shared one counts grants)."""
-        sent = getattr(self.d.limiter(target), "sent", None)
-        if sent is not None:
-            sent()
+    async def _answered(self, target: Target) -> None:
+        """The limiter counts the send from now: safe however late the request left."""
+        try:
+            await self.d.limiter(target).sent()
+        except OutboxError as exc:  # the shared slot keeps its grant time: still counted
+            log.warning("could not update the shared rate limit: %s", exc)
 
     def _next_batch(self) -> list[Queued]:
         """The oldest entries, up to about a second of cards at Feishu's 5/s.

@@ -24,6 +24,7 @@ class Limiter(Protocol):
 
     async def wait(self) -> None: ...
     async def acquire(self, on_wait: Callable[[float], None] | None = None) -> float: ...
+    async def sent(self) -> None: ...  # the request of the oldest taken slot was answered
 
 
 class SlidingWindowLimiter:
@@ -59,7 +60,7 @@ class SlidingWindowLimiter:
         self._sent.append(slot)
         self._open.append(slot)
 
-    def sent(self) -> None:
+    async def sent(self) -> None:
         """The oldest open request was answered: count it from now.
 
         Its arrival at Feishu lies between the slot and the answer; counting

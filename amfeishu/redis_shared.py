@@ -14,6 +14,7 @@ import hashlib
 import os
 import secrets
 import socket
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -194,6 +195,8 @@ class RedisLimiter:
         self._me = secrets.token_hex(6)
         self._sent = 0
         self._lock = asyncio.Lock()
+        self._answer_script = link.script(_ANSWERED)
+        self._open: deque[str] = deque()  # slots taken whose request awaits its answer
 
     async def delay(self, take: bool = False) -> float:
         """Seconds until a send stays within every window (0 = now, and taken if `take`)."""
@@ -216,7 +219,25 @@ class RedisLimiter:
                     on_wait(pause)
                 await asyncio.sleep(pause)
                 waited += pause
+            self._open.append(f"{self._me}-{self._sent}")
         return waited
+
+    async def sent(self) -> None:
+        """The oldest open request was answered: its slot counts from now (see
+        SlidingWindowLimiter.sent), however late the replica got to send it."""
+        if self._open:
+            member = self._open.popleft()
+            with self.link.errors():
+                await self._answer_script(keys=[self.key], args=[member])
+
+
+# A taken slot's time moves to the answer's (server clock); XX: never re-adds a pruned one.
+_ANSWERED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZADD', KEYS[1], 'XX', string.format('%.0f', now), ARGV[1])
+return 0
+"""
 
 
 # Leases, spread evenly over the live replicas. KEYS[1] the replicas' heartbeats (ZSET),

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from amfeishu.ratelimit import SlidingWindowLimiter
@@ -58,7 +60,7 @@ def test_a_slot_counts_from_the_answer_not_the_grant() -> None:
     limiter = SlidingWindowLimiter(1, 100, clock=clock)
     limiter.record()  # granted at t, the request is delayed...
     clock.now += 0.5
-    limiter.sent()  # ...and answered at t + 0.5: the window runs from there
+    asyncio.run(limiter.sent())  # ...and answered at t + 0.5: the window runs from there
     clock.now += 0.7
     assert limiter.delay() > 0  # 1.2 s after the grant, but only 0.7 s after the answer
     clock.now += 0.5

@@ -138,6 +138,21 @@ def test_two_replicas_together_stay_inside_both_windows(server: RedisServer) -> 
     assert log[-1] - log[0] < 4.0  # not needlessly slow: 10 sends within ~3.3 s
 
 
+def test_an_answered_slot_counts_from_the_answer(server: RedisServer) -> None:
+    async def run() -> None:
+        link = Link(server.url)
+        limiter = RedisLimiter(link, "answered-bot", 1, 10)
+        assert await limiter.acquire() == 0
+        [(member, granted)] = await link.client.zrange(limiter.key, 0, -1, withscores=True)
+        await limiter.sent()
+        [(same, answered)] = await link.client.zrange(limiter.key, 0, -1, withscores=True)
+        assert same == member and answered > granted
+        await limiter.sent()  # nothing open: no-op
+        await link.aclose()
+
+    asyncio.run(run())
+
+
 def test_wait_does_not_take_the_slot(server: RedisServer) -> None:
     async def run() -> None:
         link = Link(server.url)
