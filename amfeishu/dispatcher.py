@@ -36,6 +36,7 @@ log = logging.getLogger("amfeishu.delivery")
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 30.0
 POLL_INTERVAL = 2.0  # how often replayed dead letters are picked up from storage
+MAX_IN_MEMORY = 5000  # notifications per target held parsed in memory (≈25 KB each)
 CARDS_PER_BATCH = 5  # cards planned at a time (Feishu allows 5/s per bot)
 PURGE_AFTER = 86400.0  # delivered rows kept this long (at least the dedup ttl)
 
@@ -105,7 +106,7 @@ class Dispatcher:
         if self.backend.shared:  # replicas take their work from the shared outbox
             self._tasks.append(loop.create_task(self._consume()))
         else:
-            self.submit(await self.outbox.pending())
+            await self._pick_up_replays()  # what a previous run left pending
         self._tasks.append(loop.create_task(self._housekeeping()))
 
     async def _consume(self) -> None:
@@ -119,19 +120,27 @@ class Dispatcher:
                 continue
             self.submit(entries)
 
-    def submit(self, entries: list[Entry]) -> None:
+    def submit(self, entries: list[Entry], *, from_storage: bool = False) -> None:
         for entry in entries:
             seen = (entry.id, entry.received_at)
             if seen in self._seen:
                 continue
-            self._seen[seen] = True
             if entry.target not in self.config.targets:
+                self._seen[seen] = True
                 log.warning(
                     "pending notification for unknown target kept in the outbox",
                     extra={"request_id": entry.trace_id, "target": entry.target},
                 )
                 continue
-            self._worker(entry.target).add(entry)
+            worker = self._worker(entry.target)
+            if not self.backend.shared and not from_storage and worker.full:
+                # Held in memory is a bounded window; the rest waits in the outbox
+                # and is read back, oldest first, as the worker drains.
+                worker.overflow = True
+                worker.stored += 1
+                continue
+            self._seen[seen] = True
+            worker.add(entry)
 
     async def _housekeeping(self) -> None:
         """Picks up replayed dead letters, refreshes gauges, forgets old deliveries."""
@@ -151,12 +160,23 @@ class Dispatcher:
                 log.error("outbox housekeeping failed: %s", exc)
 
     async def _pick_up_replays(self) -> None:
+        """Pending rows not in memory: replays, a previous run's, or a worker's overflow."""
         refs = await self.outbox.pending_refs()  # type: ignore[attr-defined]
-        unknown = [
-            entry_id for entry_id, received in refs if (entry_id, received) not in self._seen
-        ]
-        if unknown:
-            self.submit(await self.outbox.by_ids(unknown))  # type: ignore[attr-defined]
+        unknown: dict[str, list[int]] = {}
+        for entry_id, received, target in refs:  # oldest first
+            if (entry_id, received) not in self._seen:
+                unknown.setdefault(target, []).append(entry_id)
+        wanted: list[int] = []
+        for name, worker in self._workers.items():
+            ids = unknown.get(name, [])
+            room = max(0, MAX_IN_MEMORY - len(worker.queue))
+            wanted += ids[:room]
+            worker.stored = max(0, len(ids) - room)
+            worker.overflow = worker.stored > 0
+            worker.show_depth()
+        wanted += [i for name, ids in unknown.items() if name not in self._workers for i in ids]
+        if wanted:
+            self.submit(await self.outbox.by_ids(wanted), from_storage=True)  # type: ignore[attr-defined]
 
     def depth(self) -> int:
         return sum(len(w.queue) for w in self._workers.values())
@@ -182,6 +202,8 @@ class TargetWorker:
         self.d = dispatcher
         self.name = name
         self.queue: dict[int, Queued] = {}
+        self.overflow = False  # entries wait in the outbox: new ones queue behind them
+        self.stored = 0  # how many (as of the last poll)
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.failures = 0
@@ -195,8 +217,15 @@ class TargetWorker:
             log.error("unreadable outbox entry %s: %s", entry.id, exc)
             return
         self.queue[entry.id] = Queued(entry, notification)
-        self.d.metrics.outbox_depth.labels(self.name).set(len(self.queue))
+        self.show_depth()
         self.wake.set()
+
+    @property
+    def full(self) -> bool:
+        return self.overflow or len(self.queue) >= MAX_IN_MEMORY
+
+    def show_depth(self) -> None:
+        self.d.metrics.outbox_depth.labels(self.name).set(len(self.queue) + self.stored)
 
     @property
     def target(self) -> Target | None:
@@ -377,7 +406,7 @@ class TargetWorker:
     def _forget(self, q: Queued, outcome: str) -> None:
         self.queue.pop(q.entry.id, None)
         self.d.metrics.notifications.labels(self.name, outcome).inc()
-        self.d.metrics.outbox_depth.labels(self.name).set(len(self.queue))
+        self.show_depth()
         log.info(
             "notification %s",
             outcome,

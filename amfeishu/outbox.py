@@ -185,10 +185,10 @@ class SQLiteOutbox:
             sql, args = sql + " AND target = ?", (state, target)
         return await self._run(lambda db: [_row(r) for r in db.execute(sql + " ORDER BY id", args)])
 
-    async def pending_refs(self) -> set[tuple[int, float]]:
-        """(id, received_at) of pending rows: cheap enough to poll for replays."""
-        sql = "SELECT id, received_at FROM outbox WHERE state = ?"
-        return await self._run(lambda db: set(db.execute(sql, (PENDING,))))
+    async def pending_refs(self) -> list[tuple[int, float, str]]:
+        """(id, received_at, target) of pending rows, oldest first: cheap enough to poll."""
+        sql = "SELECT id, received_at, target FROM outbox WHERE state = ? ORDER BY id"
+        return await self._run(lambda db: list(db.execute(sql, (PENDING,))))
 
     async def by_ids(self, ids: Iterable[int]) -> list[Entry]:
         wanted = list(ids)
@@ -332,8 +332,8 @@ class MemoryOutbox:
     async def dead(self, target: str | None = None) -> list[Entry]:
         return self._select(DEAD, target)
 
-    async def pending_refs(self) -> set[tuple[int, float]]:
-        return {(e.id, e.received_at) for e in self._select(PENDING, None)}
+    async def pending_refs(self) -> list[tuple[int, float, str]]:
+        return sorted((e.id, e.received_at, e.target) for e in self._select(PENDING, None))
 
     async def by_ids(self, ids: Iterable[int]) -> list[Entry]:
         return [self._rows[i] for i in ids if i in self._rows]
