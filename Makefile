@@ -41,6 +41,7 @@ system-deps:
 lint: $(BIN)/amfeishu
 	$(BIN)/ruff check amfeishu tests benchmarks
 	$(BIN)/ruff format --check amfeishu tests benchmarks
+	$(BIN)/mypy
 
 test: system-deps $(VENV)/.test-tools lint
 	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)

@@ -1,4 +1,5 @@
-"""Command line (DESIGN §2): serve, check-config, render, send, outbox."""
+"""Command line (README.md, "Configure" and "Scripts and pipelines"): serve, check-config,
+render, send, outbox."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from amfeishu import __version__
+from amfeishu.models import SEVERITY_ORDER
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("payload", nargs="?", help="Alertmanager payload JSON file")
     send.add_argument("--title")
     send.add_argument("--text")
-    send.add_argument("--severity", default=None, choices=["critical", "warning", "info"])
+    send.add_argument("--severity", default=None, choices=SEVERITY_ORDER)
     send.add_argument("--label", action="append", default=[], metavar="K=V")
     send.add_argument("--link", dest="link", help="URL for the message's button")
     send.add_argument("--url", help="post to a running amfeishu (http://host:8064) instead")

@@ -10,6 +10,7 @@ import os
 import signal
 import ssl
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,15 @@ from typing import Any
 import httpx
 
 from amfeishu import tls
-from amfeishu.config import ConfigError, embedded_default, load_config, load_raw, parse_listen
+from amfeishu.config.load import embedded_default, load_config, load_raw, parse_listen
+from amfeishu.config.reader import ConfigError
+from amfeishu.config.types import Config
 from amfeishu.events import parse_event
-from amfeishu.feishu import FeishuClient, Outcome
+from amfeishu.feishu.answers import Outcome
+from amfeishu.feishu.webhook import FeishuClient
 from amfeishu.models import PayloadError, parse_notification
-from amfeishu.settings import Config
+from amfeishu.ratelimit import Unlimited
+from amfeishu.sinks import WebhookSink
 
 log = logging.getLogger("amfeishu")
 
@@ -37,33 +42,45 @@ def _config(paths: list[str] | None) -> Config:
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from starlette.routing import BaseRoute
 
-    from amfeishu import reloading
-    from amfeishu.app import build_app, make_state
+    from amfeishu import generation
+    from amfeishu.app import build_app
     from amfeishu.logs import setup_logging
+    from amfeishu.service import Service
 
     setup_logging(args.log_level, args.log_format)
     paths = args.config
     loader = (lambda: load_config(paths)) if paths else embedded_default
+    flags = tls.Flags(args.tls_cert_file, args.tls_key_file, args.tls_client_ca_file)
     try:
-        config, _ = reloading.build(loader)
+        first = generation.build(loader)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"{exc.source}: {problem}", file=sys.stderr)
-        return 1
+        return _problems(exc)
+    config = first.config
+    served_tls = tls.effective(flags, config)
+    if served_tls is not None:
+        try:
+            context = tls.server_context(served_tls)
+        except tls.TLSError as exc:
+            return _fail(f"cannot serve HTTPS: {exc}")
+        first = generation.Generation(config, first.renderer, context)
     listen = args.listen or (os.environ.get("AMFEISHU_LISTEN") if not paths else None)
     host_port = parse_listen(listen or config.listen)
     if host_port is None:
         return _fail(f"--listen must be HOST:PORT, got {listen!r}", 2)
-    flags = tls.Flags(args.tls_cert_file, args.tls_key_file, args.tls_client_ca_file)
-    served_tls = tls.effective(flags, config)
-    state = make_state(config, loader if paths else None)
-    extra_routes = []
+    service = Service(
+        first,
+        loader=loader if paths else None,
+        tls_flags=flags if served_tls else None,
+        shutdown_grace=config.delivery.timeout,
+    )
+    extra_routes: list[BaseRoute] = []
     if args.enable_ui:
         from amfeishu.ui import ui_routes
 
-        extra_routes = ui_routes(state)
-    app = build_app(state, extra_routes=extra_routes, shutdown_grace=config.delivery.timeout)
+        extra_routes = ui_routes(service)
+    app = build_app(service, extra_routes=extra_routes)
     if not paths:
         target = config.targets["default"]
         how = "preview (no FEISHU_WEBHOOK: cards are logged)" if target.preview else "Feishu"
@@ -84,10 +101,10 @@ def serve(args: argparse.Namespace) -> int:
         return _fail(
             f"cannot serve HTTPS with {served_tls.cert_file if served_tls else '?'}: {exc}"
         )
-    if server_config.ssl is not None:
-        state.reload_hooks.append(tls.reloader(server_config.ssl, flags))
+    if server_config.ssl is not None:  # each handshake uses the current generation's context
+        tls.follow(server_config.ssl, lambda: service.generation.tls)
     server = uvicorn.Server(server_config)
-    _install_sighup(state)
+    _install_sighup(service.reload)
     # uvicorn re-raises SIGTERM after its graceful shutdown; a clean stop exits 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     scheme = "https" if served_tls else "http"
@@ -96,32 +113,37 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _install_sighup(state: Any) -> None:
+def _problems(exc: ConfigError) -> int:
+    for problem in exc.problems:
+        print(f"{exc.source}: {problem}", file=sys.stderr)
+    return 1
+
+
+def _install_sighup(reload: Callable[[], list[str]]) -> None:
     """SIGHUP reloads like POST /-/reload (installed once the loop runs)."""
-    from amfeishu import reloading
 
     def on_hup(*_: Any) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        loop.call_soon_threadsafe(reloading.reload, state)
+        loop.call_soon_threadsafe(reload)
 
     signal.signal(signal.SIGHUP, on_hup)
 
 
 def check_config(args: argparse.Namespace) -> int:
-    from amfeishu import reloading
+    from amfeishu import generation
 
     try:
-        config, _ = reloading.build(lambda: load_config(args.path))
+        config = generation.build(lambda: load_config(args.path)).config
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"{exc.source}: {problem}", file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
         return 1
     if args.print_config:
-        from amfeishu.redact import masked_yaml
+        from amfeishu.config.redact import masked_yaml
 
         print(masked_yaml(load_raw(args.path)), end="")
     names = ", ".join(config.targets)
@@ -138,7 +160,7 @@ def _read_payload(path: str) -> Any:
 
 
 def render(args: argparse.Namespace) -> int:
-    from amfeishu.templating import Renderer
+    from amfeishu.generation import renderer_for
 
     try:
         config = load_config(args.config)
@@ -150,16 +172,13 @@ def render(args: argparse.Namespace) -> int:
     target = config.targets.get(args.target)
     if target is None:
         return _fail(f"unknown target {args.target!r} (known: {', '.join(config.targets)})")
-    renderer = Renderer(
-        config.templates.dir, language=config.templates.language, timezone=config.templates.timezone
-    )
-    rendered = renderer.render(notification, target)
+    rendered = renderer_for(config).render(notification, target)
     if rendered.error:
         print(
             f"amfeishu: template failed, showing the safe card: {rendered.error}", file=sys.stderr
         )
     if args.html:
-        from amfeishu.preview import card_html
+        from amfeishu.cards.html import card_html
 
         print(card_html(rendered.message, title=f"{target.name}: {rendered.template}"))
     else:
@@ -205,28 +224,27 @@ def send(args: argparse.Namespace) -> int:
     target = config.targets.get(args.target)
     if target is None:
         return _fail(f"unknown target {args.target!r} (known: {', '.join(config.targets)})")
-    from amfeishu import assembly
-    from amfeishu.templating import Renderer
+    from amfeishu.cards import plan
+    from amfeishu.generation import renderer_for
 
-    renderer = Renderer(
-        config.templates.dir, language=config.templates.language, timezone=config.templates.timezone
-    )
+    renderer = renderer_for(config)
     groups = [{0: {i}} for i in range(len(notification.alerts))]
-    cards = assembly.plan(
+    cards = plan.plan(
         notification, groups, target, renderer, max_per_card=config.grouping.max_alerts_per_card
     )
-    if target.webhook is None:
+    webhook = target.webhook
+    if webhook is None:
         for card in cards:
             print(json.dumps(card.message, ensure_ascii=False, indent=2))
         return _fail(f"target {target.name!r} has no webhook (preview): printed, not sent")
 
     async def deliver() -> int:
         client = FeishuClient(timeout=config.delivery.timeout)
+        sink = WebhookSink(client, webhook, target.secret, Unlimited())
         worst = 0
         try:
             for card in cards:
-                secret = target.secret.get() if target.secret else None
-                answer = await client.send(target.webhook.get(), secret, card.message)  # type: ignore[union-attr]
+                answer = await sink.send(card.message)
                 print(
                     json.dumps(
                         {
@@ -263,8 +281,8 @@ def _send_to_server(args: argparse.Namespace, body: Any, *, event: bool) -> int:
 
 
 def outbox(args: argparse.Namespace) -> int:
-    from amfeishu.backends import open_backend
-    from amfeishu.outbox import OutboxError
+    from amfeishu.backend.base import StorageError
+    from amfeishu.backend.open import open_backend
 
     try:
         config = _config(args.config)
@@ -304,5 +322,5 @@ def outbox(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(run())
-    except OutboxError as exc:
+    except StorageError as exc:
         return _fail(str(exc))

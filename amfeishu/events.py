@@ -7,9 +7,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from amfeishu.models import Alert, Notification, PayloadError
+from amfeishu.models import SEVERITY_ORDER, Alert, Notification, PayloadError
 
-SEVERITIES = ("critical", "warning", "info")
 MAX_TEXT = 16_000  # characters; the card's size guard trims further
 
 
@@ -31,9 +30,9 @@ def parse_event(data: Any) -> Notification:
     if not fields["title"] and not fields["text"]:
         raise PayloadError("title: is required (or text)")
     severity = fields["severity"].lower() or "info"
-    if severity not in SEVERITIES:
+    if severity not in SEVERITY_ORDER:
         raise PayloadError(
-            f"severity: must be one of {', '.join(SEVERITIES)}, got {severity!r:.40}"
+            f"severity: must be one of {', '.join(SEVERITY_ORDER)}, got {severity!r:.40}"
         )
     status = fields["status"] or "firing"
     if status not in ("firing", "resolved"):

@@ -1,4 +1,7 @@
-"""The Prometheus metrics (DESIGN §8). Labels carry target names, never URLs or secrets."""
+"""The Prometheus metrics (README.md, "Metrics").
+
+Labels carry target names, never URLs or secrets.
+"""
 
 from __future__ import annotations
 
@@ -32,8 +35,8 @@ class Metrics:
         )
         self.attempts = Counter(
             "amfeishu_delivery_attempts",
-            "Delivery attempts by result and Feishu code.",
-            ["target", "result", "code"],
+            "Delivery attempts by result, Feishu code and reason (a closed set).",
+            ["target", "result", "code", "reason"],
             registry=r,
         )
         self.cards = Counter("amfeishu_cards_sent", "Cards delivered.", ["target"], registry=r)

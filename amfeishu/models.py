@@ -183,7 +183,8 @@ def _string(data: dict[str, Any], key: str, path: str, *, required: bool = False
         if required:
             raise PayloadError(f"{path}{key}: is required")
         return ""
-    return _expect(data[key], str, f"{path}{key}", "a string")
+    value: str = _expect(data[key], str, f"{path}{key}", "a string")
+    return value
 
 
 def _status(data: dict[str, Any], path: str) -> str:

@@ -91,3 +91,16 @@ class SlidingWindowLimiter:
                 waited += pause
             self.record()
         return waited
+
+
+class Unlimited:
+    """Where nothing limits the sends (a preview target logs its cards)."""
+
+    async def wait(self) -> None:
+        return None
+
+    async def acquire(self, on_wait: Callable[[float], None] | None = None) -> float:
+        return 0.0
+
+    async def sent(self) -> None:
+        return None

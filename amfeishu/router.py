@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from amfeishu.config.types import Route
 from amfeishu.matchers import matches_all
 from amfeishu.models import Alert, Notification
-from amfeishu.settings import Route
 
 
 @dataclass(frozen=True)

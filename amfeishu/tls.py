@@ -1,20 +1,20 @@
-"""HTTPS serving: files from `tls:` or the serve flags, re-read on every reload.
+"""HTTPS serving: files from `tls:` or the serve flags, read again on every reload.
 
-A rotated certificate (cert-manager renews in place) needs no restart: the
-running SSL context loads the new chain, and new handshakes present it.
+A rotated certificate (cert-manager renews in place) needs no restart: a
+reload builds a new SSL context from the files (which may fail, and then the
+reload fails as a whole), and the live context hands each new handshake to
+the current one from its SNI callback, which OpenSSL calls for every
+ClientHello, with or without a server name.
 """
 
 from __future__ import annotations
 
-import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from amfeishu.settings import TLS, Config
-
-log = logging.getLogger("amfeishu.tls")
+from amfeishu.config.types import TLS, Config
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,10 @@ class Flags:
     cert_file: str | None = None
     key_file: str | None = None
     client_ca_file: str | None = None
+
+
+class TLSError(Exception):
+    """A certificate, key or CA file that cannot be loaded; the text names the file."""
 
 
 def effective(flags: Flags, config: Config) -> TLS | None:
@@ -44,20 +48,25 @@ def uvicorn_options(tls: TLS | None) -> dict[str, Any]:
     return options
 
 
-def reloader(context: ssl.SSLContext, flags: Flags) -> Callable[[Config], None]:
-    """A reload hook that loads the (possibly rotated) files into the live context."""
+def server_context(tls: TLS) -> ssl.SSLContext:
+    """A server context for the files as they are now, or TLSError naming the file."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+        if tls.client_ca_file:
+            context.load_verify_locations(tls.client_ca_file)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise TLSError(f"cannot load TLS certificate {tls.cert_file}: {exc}") from None
+    return context
 
-    def reload_certificates(config: Config) -> None:
-        tls = effective(flags, config)
-        if tls is None:
-            log.warning("tls removed from the config: HTTPS stays on until a restart")
-            return
-        try:
-            context.load_cert_chain(tls.cert_file, tls.key_file)
-            if tls.client_ca_file:
-                context.load_verify_locations(tls.client_ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"cannot load TLS certificate {tls.cert_file}: {exc}") from None
-        log.info("TLS certificate re-read from %s", tls.cert_file)
 
-    return reload_certificates
+def follow(live: ssl.SSLContext, current: Callable[[], ssl.SSLContext | None]) -> None:
+    """Make the server's context hand every new handshake to `current()`."""
+
+    def switch(connection: Any, server_name: str | None, context: ssl.SSLContext) -> None:
+        wanted = current()
+        if wanted is not None and wanted is not context:
+            connection.context = wanted
+
+    live.sni_callback = switch

@@ -19,13 +19,18 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from amfeishu.app import HTTPError, State, check_auth, read_json
+from amfeishu.app import guarded
+from amfeishu.cards.html import card_fragment
+from amfeishu.cards.renderer import samples_dir
+from amfeishu.config.types import Target
+from amfeishu.edge import HTTPError, read_json
 from amfeishu.events import parse_event
-from amfeishu.feishu import MAX_BODY_BYTES
+from amfeishu.feishu.webhook import MAX_BODY_BYTES, body_size
+from amfeishu.generation import Generation
 from amfeishu.models import Notification, PayloadError, parse_notification
-from amfeishu.preview import body_size, card_fragment
+from amfeishu.service import Service
 
 BODY_LIMIT = 1 << 20
 MAX_SOURCE = 256 * 1024
@@ -52,15 +57,15 @@ _LINE = re.compile(r"\.j2:(\d+):")
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def _package(name: str) -> Traversable:
+def _static() -> Traversable:
     try:
-        return resources.files(f"amfeishu.{name}")
+        return resources.files("amfeishu.static")
     except ModuleNotFoundError:
-        return Path(__file__).resolve().parent / name
+        return Path(__file__).resolve().parent / "static"
 
 
 def _samples() -> dict[str, Traversable]:
-    root = _package("samples")
+    root = samples_dir()
     items = sorted((p for p in root.iterdir() if p.name.endswith(".json")), key=lambda p: p.name)
     return {p.name.removesuffix(".json"): p for p in items}
 
@@ -69,17 +74,11 @@ def _json(data: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(data, status_code=status, headers=HEADERS)
 
 
-def ui_routes(state: State) -> list[Route]:
+def ui_routes(service: Service) -> list[BaseRoute]:
     renders = asyncio.Semaphore(2)  # a runaway template ties up at most two threads
 
-    def guarded(handler: Handler) -> Handler:
+    def answered(handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
-            auth = state.config.auth
-            if not check_auth(auth, request.headers.get("authorization")):
-                scheme = "Basic" if auth.basic_username is not None else "Bearer"
-                response = _json({"error": "missing or wrong credentials"}, 401)
-                response.headers["WWW-Authenticate"] = f'{scheme} realm="amfeishu"'
-                return response
             try:
                 return await handler(request)
             except HTTPError as exc:
@@ -96,11 +95,12 @@ def ui_routes(state: State) -> list[Route]:
     async def static_file(name: str) -> Response:
         if name not in STATIC:
             raise HTTPError(404, f"no static file {name!r}")
-        body = _package("static").joinpath(name).read_bytes()
+        body = _static().joinpath(name).read_bytes()
         return Response(body, media_type=STATIC[name], headers=HEADERS)
 
     async def options(request: Request) -> Response:
-        renderer = state.renderer
+        current = service.generation  # one generation for the whole answer
+        renderer = current.renderer
         targets = [
             {
                 "name": t.name,
@@ -110,7 +110,7 @@ def ui_routes(state: State) -> list[Route]:
                 "preview": t.preview,
                 "files": renderer.template_names(t.template),
             }
-            for t in state.config.targets.values()
+            for t in current.config.targets.values()
         ]
         samples = [{"name": k, "title": SAMPLE_TITLES.get(k, k)} for k in _samples()]
         return _json({"samples": samples, "targets": targets, "limit": MAX_BODY_BYTES})
@@ -122,9 +122,10 @@ def ui_routes(state: State) -> list[Route]:
         return _json(json.loads(item.read_text("utf-8")))
 
     async def template(request: Request) -> Response:
-        target = _target(request.query_params.get("target"))
+        current = service.generation
+        target = _target(current, request.query_params.get("target"))
         file = request.query_params.get("file", "")
-        found = state.renderer.template_source(target.template, file)
+        found = current.renderer.template_source(target.template, file)
         if found is None:
             raise HTTPError(404, f"template set {target.template!r} has no file {file!r}")
         return _json({"file": file, "origin": found[1], "source": found[0]})
@@ -136,21 +137,22 @@ def ui_routes(state: State) -> list[Route]:
         if not isinstance(data, dict):
             raise HTTPError(400, "body must be an object: {payload, target, file?, source?}")
         notification = _notification(data.get("payload"))
-        target = _target(data.get("target"))
-        renderer = state.renderer
+        current = service.generation
+        target = _target(current, data.get("target"))
+        renderer = current.renderer
         source, file = data.get("source"), data.get("file")
         locale = "en_us" if data.get("locale") == "en_us" else "zh_cn"
         if source is not None:
             if not isinstance(source, str) or len(source) > MAX_SOURCE:
                 raise HTTPError(400, f"source must be a string of at most {MAX_SOURCE} characters")
-            if file not in renderer.template_names(target.template):
+            if not isinstance(file, str) or file not in renderer.template_names(target.template):
                 raise HTTPError(400, f"file: template set {target.template!r} has no {file!r}")
         async with renders:
             if source is None:
                 rendered = await run_in_threadpool(renderer.render, notification, target)
             else:
                 rendered = await run_in_threadpool(
-                    renderer.render_source, notification, target, file, source
+                    renderer.render_source, notification, target, str(file), source
                 )
         line = _LINE.search(rendered.error or "")
         return _json(
@@ -166,7 +168,7 @@ def ui_routes(state: State) -> list[Route]:
         )
 
     async def recent(request: Request) -> Response:
-        cards = list(state.dispatcher.recent_cards) if state.dispatcher else []
+        cards = list(service.dispatcher.recent_cards) if service.dispatcher else []
         return _json(
             [
                 {
@@ -181,20 +183,21 @@ def ui_routes(state: State) -> list[Route]:
             ]
         )
 
-    def _target(name: Any) -> Any:
-        target = state.config.targets.get(name) if isinstance(name, str) else None
+    def _target(current: Generation, name: Any) -> Target:
+        target = current.config.targets.get(name) if isinstance(name, str) else None
         if target is None:
             raise HTTPError(400, f"target: unknown target {name!r:.60}")
         return target
 
+    auth = guarded(service)
     return [
-        Route("/ui", guarded(page), methods=["GET"]),
-        Route("/ui/static/{name}", guarded(static), methods=["GET"]),
-        Route("/ui/api/options", guarded(options), methods=["GET"]),
-        Route("/ui/api/samples/{name}", guarded(sample), methods=["GET"]),
-        Route("/ui/api/template", guarded(template), methods=["GET"]),
-        Route("/ui/api/render", guarded(render), methods=["POST"]),
-        Route("/ui/api/recent", guarded(recent), methods=["GET"]),
+        Route("/ui", answered(page), methods=["GET"], middleware=auth),
+        Route("/ui/static/{name}", answered(static), methods=["GET"], middleware=auth),
+        Route("/ui/api/options", answered(options), methods=["GET"], middleware=auth),
+        Route("/ui/api/samples/{name}", answered(sample), methods=["GET"], middleware=auth),
+        Route("/ui/api/template", answered(template), methods=["GET"], middleware=auth),
+        Route("/ui/api/render", answered(render), methods=["POST"], middleware=auth),
+        Route("/ui/api/recent", answered(recent), methods=["GET"], middleware=auth),
     ]
 
 

@@ -4,7 +4,7 @@ Polling, not inotify: it works the same on every filesystem and in every
 container. A Kubernetes ConfigMap or Secret volume changes by swapping the
 ``..data`` symlink, so files are reached through their symlinks and compared
 by content: a swap with new content reloads, a touch or a swap with the same
-content does not. A failed reload keeps the old set (reloading.reload) and is
+content does not. A failed reload keeps the old set (Service.reload) and is
 tried again when the files change again.
 """
 
@@ -14,17 +14,13 @@ import asyncio
 import hashlib
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from amfeishu import reloading
-from amfeishu.config import ConfigError, load_raw
-from amfeishu.reader import parse_duration
-from amfeishu.settings import Config
-
-if TYPE_CHECKING:
-    from amfeishu.app import State
+from amfeishu.config.load import load_raw
+from amfeishu.config.reader import ConfigError, parse_duration
+from amfeishu.config.types import Config
 
 log = logging.getLogger("amfeishu.reload")
 DEFAULT_INTERVAL = 2.0
@@ -126,9 +122,14 @@ def digest(files: list[Path], templates: Path | None) -> str:
     return h.hexdigest()
 
 
-async def watch(state: State, interval: float = DEFAULT_INTERVAL) -> None:
-    """Poll until cancelled; reload (keeping the old set on failure) when content changes."""
-    where = await asyncio.to_thread(watched, state.config)
+async def watch(
+    current: Callable[[], Config],
+    reload: Callable[[], list[str]],
+    interval: float = DEFAULT_INTERVAL,
+) -> None:
+    """Poll until cancelled; call `reload` (which keeps the old set on failure) when the
+    content of the files `current()` names changes."""
+    where = await asyncio.to_thread(watched, current())
     seen = await asyncio.to_thread(signature, *where)
     content = await asyncio.to_thread(digest, *where)
     log.info(
@@ -140,7 +141,7 @@ async def watch(state: State, interval: float = DEFAULT_INTERVAL) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            where = await asyncio.to_thread(watched, state.config)  # templates.dir may move
+            where = await asyncio.to_thread(watched, current())  # templates.dir may move
             now = await asyncio.to_thread(signature, *where)
             if now == seen:
                 continue
@@ -150,7 +151,7 @@ async def watch(state: State, interval: float = DEFAULT_INTERVAL) -> None:
                 continue
             content = new
             log.info("config or templates changed on disk; reloading")
-            problems = reloading.reload(state)
+            problems = reload()
             if problems:
                 log.error("reload after a file change failed; still serving the old set")
         except Exception:  # the watcher outlives any one bad poll

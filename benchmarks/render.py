@@ -7,9 +7,9 @@ import json
 import timeit
 from typing import Any
 
-from amfeishu.config import build_config
+from amfeishu.cards.renderer import Renderer
+from amfeishu.config.load import build_config
 from amfeishu.models import parse_notification
-from amfeishu.templating import Renderer
 from benchmarks.payloads import notification
 from benchmarks.report import Row
 

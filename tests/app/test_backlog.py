@@ -9,8 +9,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from amfeishu import dispatcher
-from amfeishu.app import build_app, make_state
-from amfeishu.config import build_config
+from amfeishu import worker as worker_module
+from amfeishu.app import build_app
+from amfeishu.config.load import build_config
+from amfeishu.service import Service
 from tests.conftest import ROOT
 from tests.support.feishu_fake import FakeFeishu
 from tests.support.processes import wait_until
@@ -29,6 +31,7 @@ def test_backlog_beyond_the_window_waits_in_the_outbox_and_all_arrive(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(dispatcher, "MAX_IN_MEMORY", 3)
+    monkeypatch.setattr(worker_module, "MAX_IN_MEMORY", 3)
     monkeypatch.setattr(dispatcher, "POLL_INTERVAL", 0.2)
     with FakeFeishu() as feishu:
         hook = feishu.add_bot("ops", per_second=100, per_minute=1000)
@@ -40,11 +43,11 @@ def test_backlog_beyond_the_window_waits_in_the_outbox_and_all_arrive(
             },
             env={},
         )
-        state = make_state(config)
-        with TestClient(build_app(state)) as client:
+        service = Service.from_config(config)
+        with TestClient(build_app(service)) as client:
             for i in range(10):
                 assert client.post("/alerts/ops", json=notification(i)).status_code == 200
-            worker = state.dispatcher._workers["ops"]  # type: ignore[union-attr]
+            worker = service.dispatcher._workers["ops"]  # type: ignore[union-attr]
             assert len(worker.queue) <= 3
             wait_until(
                 lambda: 'amfeishu_outbox_depth{target="ops"} 10.0' in client.get("/metrics").text,

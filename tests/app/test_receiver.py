@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from amfeishu.app import build_app, make_state
-from amfeishu.config import build_config
-from amfeishu.outbox import OutboxError
+from amfeishu.app import build_app
+from amfeishu.backend.base import StorageError
+from amfeishu.config.load import build_config
+from amfeishu.service import Service
 from tests.conftest import ROOT
 
 FIRING = json.loads((ROOT / "examples/firing.json").read_text())
@@ -21,9 +22,9 @@ TOKEN = "s3cret-bearer"
 
 def client_for(data: dict[str, Any]) -> Iterator[TestClient]:
     config = build_config({"storage": {"path": ":memory:"}, **data}, env={})
-    state = make_state(config)
-    with TestClient(build_app(state, body_limit=64 * 1024)) as client:
-        client.state = state  # type: ignore[attr-defined]
+    service = Service.from_config(config)
+    with TestClient(build_app(service, body_limit=64 * 1024)) as client:
+        client.service = service  # type: ignore[attr-defined]
         yield client
 
 
@@ -122,12 +123,12 @@ def test_notify_endpoint_takes_plain_events(client: TestClient) -> None:
 
 
 def test_outbox_failure_is_503_so_alertmanager_retries(client: TestClient) -> None:
-    state = client.state  # type: ignore[attr-defined]
+    service = client.service  # type: ignore[attr-defined]
 
     async def broken(items: Any) -> Any:
-        raise OutboxError("disk full")
+        raise StorageError("disk full")
 
-    state.outbox.put = broken
+    service.backend.outbox.put = broken
     response = client.post("/alerts/ops", json=FIRING, headers=AUTH)
     assert response.status_code == 503
     assert "retry later" in response.json()["error"]

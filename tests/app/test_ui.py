@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from amfeishu.app import build_app, make_state
-from amfeishu.config import build_config
+from amfeishu.app import build_app
+from amfeishu.config.load import build_config
+from amfeishu.service import Service
 from amfeishu.ui import ui_routes
 from tests.conftest import ROOT, SAMPLES
 
@@ -23,10 +24,10 @@ BASIC = {"Authorization": "Basic " + base64.b64encode(b"am:pw").decode()}
 
 def client_for(data: dict[str, Any], *, ui: bool = True) -> Iterator[TestClient]:
     config = build_config({"storage": {"path": ":memory:"}, **data}, env={})
-    state = make_state(config)
-    app = build_app(state, extra_routes=ui_routes(state) if ui else None)
+    service = Service.from_config(config)
+    app = build_app(service, extra_routes=ui_routes(service) if ui else None)
     with TestClient(app) as client:
-        client.state = state  # type: ignore[attr-defined]
+        client.service = service  # type: ignore[attr-defined]
         yield client
 
 
@@ -190,7 +191,7 @@ def test_ui_is_404_when_not_enabled() -> None:
 def test_recent_cards_of_preview_targets(client: TestClient) -> None:
     assert client.get("/ui/api/recent").json() == []
     assert client.post("/alerts/ops", json=FIRING).status_code == 200
-    state = client.state  # type: ignore[attr-defined]
+    service = client.service  # type: ignore[attr-defined]
 
     def arrived() -> list[Any]:
         return client.get("/ui/api/recent").json()
@@ -198,7 +199,7 @@ def test_recent_cards_of_preview_targets(client: TestClient) -> None:
     cards = _wait(arrived)
     assert cards[0]["target"] == "ops"
     assert "fs-header-red" in cards[0]["html"]
-    assert cards[0]["message"] == state.dispatcher.recent_cards[-1].message
+    assert cards[0]["message"] == service.dispatcher.recent_cards[-1].message
 
 
 def _wait(check: Any) -> Any:

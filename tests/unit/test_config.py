@@ -4,16 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from amfeishu.config import (
-    ConfigError,
-    build_config,
-    embedded_default,
-    load_config,
-    merge_maps,
-    validate_webhook,
-)
-from amfeishu.reader import parse_duration
-from amfeishu.settings import Secret
+from amfeishu.config.load import build_config, embedded_default, load_config, merge_maps
+from amfeishu.config.reader import ConfigError, parse_duration
+from amfeishu.config.types import Secret
+from amfeishu.feishu.webhook import validate_webhook
 
 HOOK = "https://open.feishu.cn/open-apis/bot/v2/hook/0f0e-token-abc"
 

@@ -7,14 +7,12 @@ import socket
 import httpx
 import pytest
 
-from amfeishu.feishu import (
-    ACCEPTED_HOSTS,
+from amfeishu.feishu.answers import Answer, Outcome, classify
+from amfeishu.feishu.webhook import (
+    HOSTS,
     MAX_BODY_BYTES,
-    Answer,
     FeishuClient,
-    Outcome,
     build_body,
-    classify,
     redact_url,
     sign,
 )
@@ -59,7 +57,7 @@ def test_build_body_is_compact_utf8() -> None:
 
 def test_constants() -> None:
     assert MAX_BODY_BYTES == 20_000
-    assert ACCEPTED_HOSTS == ("open.feishu.cn", "open.larksuite.com", "open.larkoffice.com")
+    assert HOSTS == ("open.feishu.cn", "open.larksuite.com", "open.larkoffice.com")
 
 
 def _j(code: int, msg: str = "") -> bytes:

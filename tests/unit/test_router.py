@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import json
 
+from amfeishu.config.types import Route
 from amfeishu.matchers import parse_matcher
 from amfeishu.models import parse_notification
 from amfeishu.router import route, targets_for
-from amfeishu.settings import Route
 from tests.conftest import ROOT
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from amfeishu.outbox import DEAD, DELIVERED, DUPLICATE, MemoryOutbox, NewEntry, Outbox, SQLiteOutbox
+from amfeishu.backend.base import DEAD, DELIVERED, DUPLICATE, NewEntry, Outbox
+from amfeishu.backend.memory import MemoryOutbox
+from amfeishu.backend.sqlite import SQLiteOutbox
 from tests.conftest import need_binary
 from tests.support.redis_server import RedisServer
 
@@ -18,8 +20,8 @@ Factory = Callable[[Path], Outbox]
 
 def _redis(tmp: Path) -> Outbox:
     """A fresh database on the session's redis-server (the `redis_url` fixture)."""
-    from amfeishu.redis_outbox import RedisOutbox
-    from amfeishu.redis_shared import Link
+    from amfeishu.backend.redis_link import Link
+    from amfeishu.backend.redis_outbox import RedisOutbox
 
     return RedisOutbox(Link((tmp / "redis-url").read_text()))
 
@@ -128,11 +130,11 @@ def test_sqlite_survives_reopen(tmp_path: Path) -> None:
 
 
 def test_sqlite_unwritable_path_is_an_outbox_error(tmp_path: Path) -> None:
-    from amfeishu.outbox import OutboxError
+    from amfeishu.backend.base import StorageError
 
     async def run() -> None:
         box = SQLiteOutbox(str(tmp_path / "missing-dir" / "outbox.db"))
-        with pytest.raises(OutboxError, match="cannot open outbox"):
+        with pytest.raises(StorageError, match="cannot open outbox"):
             await box.open()
 
     asyncio.run(run())

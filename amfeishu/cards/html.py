@@ -15,9 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from amfeishu.assembly import SIGN_OVERHEAD
-from amfeishu.cardhelpers import HEADER_COLOURS
-from amfeishu.feishu import MAX_BODY_BYTES, build_body
+from amfeishu.cards.checks import HEADER_COLOURS
+from amfeishu.feishu.webhook import MAX_BODY_BYTES, body_size
 
 TAG_COLOURS = frozenset(
     ("neutral", "blue", "turquoise", "lime", "orange", "violet", "indigo", "wathet", "green",
@@ -84,6 +83,10 @@ class _Marks:
 def _attr(m: re.Match[str], first: int) -> str:
     """The value of an _ATTR whose three groups start at group number first."""
     return next((g for g in m.groups()[first - 1 : first + 2] if g is not None), "")
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def http_url(value: Any) -> str:
@@ -270,7 +273,8 @@ def _column(col: Any, locale: str, depth: int) -> str:
         return ""
     style = "flex: 0 0 auto"
     if col.get("width") == "weighted" or col.get("weight"):
-        weight = col.get("weight") if isinstance(col.get("weight"), int) else 1
+        given = col.get("weight")
+        weight = given if isinstance(given, int) else 1
         style = f"flex: {max(1, min(weight, 5))} 1 0"
     inner = _elements(col.get("elements"), locale, depth + 1)
     return f'<div class="fs-col" style="{style}">{inner}</div>'
@@ -312,7 +316,7 @@ def _element(el: Any, locale: str, depth: int) -> str:
         alt = _text(el.get("alt"), locale) or plain_html(el.get("img_key", "image"))
         return f'<div class="fs-img">🖼 {alt}</div>'
     if tag == "collapsible_panel":
-        head = el.get("header") if isinstance(el.get("header"), dict) else {}
+        head = _mapping(el.get("header"))
         inner = _elements(el.get("elements"), locale, depth + 1)
         summary = _text(head.get("title"), locale)
         return f'<details class="fs-panel"><summary>{summary}</summary>{inner}</details>'
@@ -406,7 +410,7 @@ def card_fragment(message: Any, *, locale: str = "zh_cn") -> str:
     if not isinstance(message, dict):
         return '<div class="fs-unsupported">not a message</div>'
     kind = message.get("msg_type")
-    content = message.get("content") if isinstance(message.get("content"), dict) else {}
+    content = _mapping(message.get("content"))
     if kind == "text":
         return _text_message(content.get("text"), locale)
     if kind == "post":
@@ -416,17 +420,12 @@ def card_fragment(message: Any, *, locale: str = "zh_cn") -> str:
         return f'<div class="fs-unsupported">msg_type {plain_html(kind)} not shown</div>'
     if card.get("type") == "template" and isinstance(card.get("data"), dict):
         return _cardkit(card["data"])
-    body = card.get("body") if isinstance(card.get("body"), dict) else {}
+    body = _mapping(card.get("body"))
     elements = body.get("elements", card.get("elements"))  # 2.0, else 1.0
     return (
         f'<div class="fs-card">{_header(card.get("header"), locale)}'
         f'<div class="fs-body">{_elements(elements, locale)}</div></div>'
     )
-
-
-def body_size(message: Any) -> int:
-    """Bytes of the signed request body, as the size guard counts them."""
-    return len(build_body(message, "x")) + SIGN_OVERHEAD
 
 
 def _size_html(size: int) -> str:

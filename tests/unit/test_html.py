@@ -1,4 +1,4 @@
-"""preview.py: Feishu messages as safe HTML."""
+"""cards/html.py: Feishu messages as safe HTML."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from amfeishu.feishu import build_body
+from amfeishu.cards.html import card_fragment, card_html, markdown_html
+from amfeishu.cards.renderer import Renderer
+from amfeishu.config.types import Target
+from amfeishu.feishu.webhook import body_size, build_body
 from amfeishu.models import parse_notification
-from amfeishu.preview import body_size, card_fragment, card_html, markdown_html
-from amfeishu.settings import Target
-from amfeishu.templating import Renderer
 from tests.conftest import SAMPLES
 
 NOW = datetime(2026, 11, 28, 14, 10, tzinfo=UTC)

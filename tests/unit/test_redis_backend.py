@@ -11,10 +11,11 @@ from typing import TypeVar
 
 import pytest
 
-from amfeishu import redis_outbox
-from amfeishu.outbox import DEAD, DELIVERED, Entry, NewEntry, OutboxError
-from amfeishu.redis_outbox import RedisOutbox
-from amfeishu.redis_shared import PREFIX, Link, RedisDedup, RedisLimiter
+from amfeishu.backend import redis_outbox
+from amfeishu.backend.base import DEAD, DELIVERED, Entry, NewEntry, StorageError
+from amfeishu.backend.redis_limits import RedisDedup, RedisLimiter
+from amfeishu.backend.redis_link import PREFIX, Link
+from amfeishu.backend.redis_outbox import RedisOutbox
 from tests.conftest import need_binary
 from tests.support.redis_server import RedisServer
 
@@ -317,7 +318,7 @@ def test_redis_away_is_an_outbox_error_without_the_password(
         [kept] = await box.put([item()])
         own.stop()
         for call in (box.put([item()]), box.check(), box.claim(["ops"]), box.pending()):
-            with pytest.raises(OutboxError) as caught:
+            with pytest.raises(StorageError) as caught:
                 await call
             assert "s3cr3t-pw" not in str(caught.value) and "127.0.0.1" in str(caught.value)
         own.start()  # same port, same append-only file
@@ -325,7 +326,7 @@ def test_redis_away_is_an_outbox_error_without_the_password(
         assert [e.id for e in await box.pending()] == [kept.id]
         await box.close()
         wrong = RedisOutbox(Link(own.url.replace("s3cr3t-pw", "wrong-pw")))
-        with pytest.raises(OutboxError) as caught:
+        with pytest.raises(StorageError) as caught:
             await wrong.open()
         assert "wrong-pw" not in str(caught.value)
         await wrong.close()

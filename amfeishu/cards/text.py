@@ -2,7 +2,7 @@
 local times, durations.
 
 Plain functions of their arguments, shared by the templates (as filters and
-context) and by the safe message of cardhelpers.py. They run for every alert
+context) and by the safe card (cards/safe.py). They run for every alert
 of every card, so the common cases take fast paths that give exactly what the
 general code gives.
 """

@@ -1,17 +1,6 @@
-"""The outbox replicas share (DESIGN §7): a Redis Stream per target read through one
-consumer group, so each entry goes to one replica, and what a dead replica had claimed
-goes to another.
-
-Keys, all under `amfeishu:`:
-
-    seq               counter giving entries their numeric ids
-    entry:<id>        hash: target, payload, dedup_key, trace_id, received_at, state,
-                      attempts, last_error, updated_at, sid (its stream entry)
-    outbox:<target>   stream of {id}, group `amfeishu`; an entry is acknowledged (and
-                      deleted) only once Feishu said code 0, it was a duplicate, or it died
-    pending           zset of unfinished ids; dead, done: dead letters, and delivered or
-                      duplicate ids by finish time (payload dropped, purged later)
-    lease:<target>    which replica reads the target's stream (redis_shared.Leases)
+"""The outbox replicas share: a Redis Stream per target read through one consumer
+group, so each entry goes to one replica, and what a dead replica had claimed goes to
+another. Keys: backend/redis_link.py.
 
 The stream carries only the id: payload and state live in the hash, so `finish`,
 `attempted` and `revive` are one script each, atomic, one round trip.
@@ -24,12 +13,19 @@ import json
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from redis.exceptions import RedisError, ResponseError
 
-from amfeishu.outbox import DEAD, PENDING, Entry, NewEntry, OutboxError
-from amfeishu.redis_shared import LEASE_MS, PREFIX, Leases, Link, consumer_name
+from amfeishu.backend.base import DEAD, PENDING, Entry, NewEntry, StorageError
+from amfeishu.backend.redis_leases import LEASE_MS, Leases
+from amfeishu.backend.redis_link import (
+    Link,
+    consumer_name,
+    entry_key,
+    index_key,
+    stream_key,
+)
 
 log = logging.getLogger("amfeishu.outbox")
 GROUP = "amfeishu"
@@ -133,10 +129,6 @@ return gone
 """
 
 
-def _stream(target: str) -> str:
-    return PREFIX + "outbox:" + target
-
-
 def _entry(entry_id: str, row: dict[str, str]) -> Entry | None:
     if not row:
         return None
@@ -189,7 +181,7 @@ class RedisOutbox:
             await asyncio.gather(self._flush_task, return_exceptions=True)
         try:
             await self.leases.release()  # another replica takes over at once
-        except OutboxError as exc:
+        except StorageError as exc:
             log.warning("could not release leases (they expire by themselves): %s", exc)
         await self.link.aclose()
 
@@ -217,7 +209,7 @@ class RedisOutbox:
             except Exception as exc:  # every waiter learns of it and answers 503
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(OutboxError(str(exc)))
+                        future.set_exception(StorageError(str(exc)))
                 continue
             start = 0
             for items, future in batch:
@@ -248,13 +240,13 @@ class RedisOutbox:
         with self.link.errors():
             async with self.link.client.pipeline(transaction=False) as pipe:
                 for i in ids:
-                    pipe.hgetall(PREFIX + "entry:" + i)
+                    pipe.hgetall(entry_key(i))
                 rows = await pipe.execute()
         return list(zip(ids, rows, strict=True))
 
     async def _listed(self, index: str, state: str, target: str | None) -> list[Entry]:
         with self.link.errors():
-            ids = await self.link.client.zrange(PREFIX + index, 0, -1)
+            ids = cast(list[str], await self.link.client.zrange(index_key(index), 0, -1))
         entries = [_entry(i, row) for i, row in await self._fetch(ids)]
         return [e for e in entries if e and e.state == state and target in (None, e.target)]
 
@@ -264,12 +256,19 @@ class RedisOutbox:
     async def dead(self, target: str | None = None) -> list[Entry]:
         return await self._listed("dead", DEAD, target)
 
+    async def pending_refs(self) -> list[tuple[int, float, str]]:
+        return sorted((e.id, e.received_at, e.target) for e in await self.pending())
+
+    async def by_ids(self, ids: Iterable[int]) -> list[Entry]:
+        rows = await self._fetch([str(i) for i in ids])
+        return [e for i, row in rows if (e := _entry(i, row)) is not None]
+
     async def recent(self, since: float) -> list[Entry]:
         with self.link.errors():
-            ids = await self.link.client.zrevrangebyscore(
-                PREFIX + "done", "+inf", repr(since), start=0, num=RECENT_MAX
+            found = await self.link.client.zrevrangebyscore(
+                index_key("done"), "+inf", repr(since), start=0, num=RECENT_MAX
             )
-        rows = await self._fetch(ids[::-1])
+        rows = await self._fetch(cast(list[str], found)[::-1])
         return [e for i, row in rows if (e := _entry(i, row)) is not None]
 
     async def finish(self, ids: Iterable[int], state: str, error: str | None = None) -> None:
@@ -306,7 +305,7 @@ class RedisOutbox:
                     break
             idle = str(int(self.forget_consumers_after * 1000))
             for target in sorted(self._groups):
-                await self._forget(keys=[_stream(target)], args=[idle])
+                await self._forget(keys=[stream_key(target)], args=[idle])
         return purged
 
     async def claim(self, targets: list[str]) -> list[Entry]:
@@ -314,13 +313,13 @@ class RedisOutbox:
         consumer claimed and never acknowledged. Blocks up to about a second."""
         try:
             return await self._claim(targets)
-        except OutboxError as exc:
+        except StorageError as exc:
             if "NOGROUP" in str(exc):  # Redis lost its data (restart without persistence)
                 self._groups.clear()
             raise
         except (RedisError, OSError, ValueError, KeyError, TypeError) as exc:
             log.exception("claiming from the shared outbox failed")  # must not end the loop
-            raise OutboxError(self.link.describe(exc)) from None
+            raise StorageError(self.link.describe(exc)) from None
 
     async def _claim(self, targets: list[str]) -> list[Entry]:
         now = time.monotonic()
@@ -342,13 +341,15 @@ class RedisOutbox:
                 found += await self._autoclaim(target, int(self.reclaim_after * 1000))
         if not found:
             block = int(max(0.05, min(BLOCK_MS / 1000, self._renew_at - time.monotonic())) * 1000)
-            streams = {_stream(t): ">" for t in held}
+            streams: dict[Any, Any] = {stream_key(t): ">" for t in held}
             with self.link.errors():
                 reply = await self.link.client.xreadgroup(
                     GROUP, self.consumer, streams, count=COUNT, block=block
                 )
-            for stream, messages in reply or []:
-                found += [(stream[len(_stream("")) :], sid, f) for sid, f in messages]
+            # decode_responses: [[stream, [(sid, {field: value})]]]
+            read = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]], reply or [])
+            for stream, messages in read:
+                found += [(stream[len(stream_key("")) :], sid, f) for sid, f in messages]
         return await self._load(found)
 
     async def _ensure_groups(self, targets: list[str]) -> None:
@@ -358,7 +359,7 @@ class RedisOutbox:
             with self.link.errors():
                 try:
                     await self.link.client.xgroup_create(
-                        _stream(target), GROUP, id="0", mkstream=True
+                        stream_key(target), GROUP, id="0", mkstream=True
                     )
                 except ResponseError as exc:
                     if "BUSYGROUP" not in str(exc):
@@ -370,7 +371,7 @@ class RedisOutbox:
         for _ in range(1000):  # COUNT entries a page
             with self.link.errors():
                 reply = await self.link.client.xautoclaim(
-                    _stream(target), GROUP, self.consumer, idle_ms, cursor, count=COUNT
+                    stream_key(target), GROUP, self.consumer, idle_ms, cursor, count=COUNT
                 )
             cursor, messages = reply[0], reply[1]
             found += [(target, sid, f) for sid, f in messages if f]
@@ -393,7 +394,7 @@ class RedisOutbox:
             with self.link.errors():
                 async with self.link.client.pipeline(transaction=False) as pipe:
                     for target, sid in stale:
-                        pipe.xack(_stream(target), GROUP, sid)
-                        pipe.xdel(_stream(target), sid)
+                        pipe.xack(stream_key(target), GROUP, sid)
+                        pipe.xdel(stream_key(target), sid)
                     await pipe.execute()
         return entries

@@ -7,17 +7,16 @@ alert too big even alone goes out as the minimal safe card.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from amfeishu.feishu import MAX_BODY_BYTES, build_body
+from amfeishu.backend.base import Entry
+from amfeishu.cards.renderer import Renderer
+from amfeishu.config.types import Target
+from amfeishu.feishu.webhook import MAX_BODY_BYTES, body_size
 from amfeishu.models import Alert, Notification
-from amfeishu.outbox import Entry
-from amfeishu.settings import Target
-from amfeishu.templating import Renderer
 
 COMPACT_ABOVE = 10  # more alerts than this in one card: one line each
-SIGN_OVERHEAD = 120  # "timestamp" and "sign" fields added at send time
 
 
 @dataclass
@@ -49,7 +48,7 @@ class Card:
 
     @property
     def size(self) -> int:
-        return len(build_body(self.message, "x")) + SIGN_OVERHEAD
+        return body_size(self.message)
 
 
 def merge(
@@ -91,8 +90,6 @@ def _digest_base(items: list[Queued]) -> Notification:
     shared = dict(first.group_labels)
     for item in items[1:]:
         shared = {k: v for k, v in shared.items() if item.notification.group_labels.get(k) == v}
-    from dataclasses import replace
-
     return replace(
         first,
         group_key="digest:" + ",".join(sorted(keys))[:200],

@@ -1,10 +1,8 @@
-"""The durable queue of notifications per target.
+"""The embedded outbox: SQLite in WAL mode at `storage.path`.
 
-A notification is written (and committed) before Alertmanager gets its 2xx,
-and leaves the `pending` state only when Feishu said `code == 0`, when it
-was a duplicate, or when it went dead. SQLite runs on one thread of its own
-and commits the requests of one loop tick together: a commit per request on
-the event loop halves the receiver's throughput.
+SQLite runs on one thread of its own and commits the requests of one loop
+tick together: a commit per request on the event loop halves the
+receiver's throughput.
 """
 
 from __future__ import annotations
@@ -15,60 +13,11 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
+
+from amfeishu.backend.base import DEAD, DELIVERED, DUPLICATE, PENDING, Entry, NewEntry, StorageError
 
 T = TypeVar("T")
-PENDING, DELIVERED, DUPLICATE, DEAD = "pending", "delivered", "duplicate", "dead"
-
-
-class OutboxError(Exception):
-    """The outbox cannot store or read; the receiver answers 503."""
-
-
-@dataclass
-class Entry:
-    id: int
-    target: str
-    payload: dict[str, Any]
-    dedup_key: str
-    trace_id: str
-    received_at: float  # wall clock, seconds
-    state: str = PENDING
-    attempts: int = 0
-    last_error: str | None = None
-    updated_at: float = field(default_factory=time.time)
-    # Parsed payload handed over by the receiver in the same process (not stored).
-    notification: Any = field(default=None, compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class NewEntry:
-    target: str
-    payload: dict[str, Any]
-    dedup_key: str
-    trace_id: str
-
-
-class Outbox(Protocol):
-    """What the dispatcher, the receiver and `amfeishu outbox` need of storage."""
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def put(self, items: list[NewEntry]) -> list[Entry]: ...
-    async def pending(self, target: str | None = None) -> list[Entry]: ...
-    async def finish(self, ids: Iterable[int], state: str, error: str | None = None) -> None: ...
-    async def attempted(self, ids: Iterable[int], error: str) -> None: ...
-    async def recent(self, since: float) -> list[Entry]: ...
-    async def dead(self, target: str | None = None) -> list[Entry]: ...
-    async def revive(self, ids: Iterable[int] | None) -> int: ...
-    async def purge(self, before: float) -> int: ...
-    async def check(self) -> None: ...
-
-    # Only a shared outbox (Backend.shared) needs this: new entries for these
-    # targets, and those a dead replica claimed and never acknowledged.
-    async def claim(self, targets: list[str]) -> list[Entry]: ...
-
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -108,12 +57,12 @@ class SQLiteOutbox:
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
             if self._db is None:
-                raise OutboxError("outbox is closed")
+                raise StorageError("outbox is closed")
             try:
                 return fn(self._db)
             except sqlite3.Error as exc:
                 self._db.rollback()
-                raise OutboxError(f"outbox {self.path}: {exc}") from exc
+                raise StorageError(f"outbox {self.path}: {exc}") from exc
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
@@ -127,13 +76,13 @@ class SQLiteOutbox:
                 db.commit()
             except sqlite3.Error as exc:
                 db.close()
-                raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
+                raise StorageError(f"cannot open outbox {self.path}: {exc}") from exc
             self._db = db
 
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, connect)
         except sqlite3.Error as exc:
-            raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
+            raise StorageError(f"cannot open outbox {self.path}: {exc}") from exc
 
     async def close(self) -> None:
         def shut() -> None:
@@ -160,17 +109,20 @@ class SQLiteOutbox:
                 await asyncio.sleep(0)  # let the rest of this tick's requests join
                 batch, self._batch = self._batch, []
                 try:
-                    entries = await self._run(lambda db, b=batch: _insert(db, [i for i, _ in b]))
+                    entries = await self._insert([i for i, _ in batch])
                 except Exception as exc:  # every waiter learns of it and answers 503
                     for _, fut in batch:
                         if not fut.done():
-                            fut.set_exception(OutboxError(str(exc)))
+                            fut.set_exception(StorageError(str(exc)))
                     continue
                 for (_, fut), entry in zip(batch, entries, strict=True):
                     if not fut.done():
                         fut.set_result(entry)
         finally:
             self._flushing = False
+
+    async def _insert(self, items: list[NewEntry]) -> list[Entry]:
+        return await self._run(lambda db: _insert(db, items))
 
     async def pending(self, target: str | None = None) -> list[Entry]:
         return await self._select(PENDING, target)
@@ -189,6 +141,11 @@ class SQLiteOutbox:
         """(id, received_at, target) of pending rows, oldest first: cheap enough to poll."""
         sql = "SELECT id, received_at, target FROM outbox WHERE state = ? ORDER BY id"
         return await self._run(lambda db: list(db.execute(sql, (PENDING,))))
+
+    async def claim(self, targets: list[str]) -> list[Entry]:
+        """One process is the only consumer: every pending entry of the targets."""
+        wanted = set(targets)
+        return [e for e in await self.pending() if e.target in wanted]
 
     async def by_ids(self, ids: Iterable[int]) -> list[Entry]:
         wanted = list(ids)
@@ -298,88 +255,3 @@ def _insert(db: sqlite3.Connection, items: list[NewEntry]) -> list[Entry]:
         db.rollback()
         raise
     return entries
-
-
-class MemoryOutbox:
-    """`storage.path: ":memory:"`: same behaviour, nothing survives a restart."""
-
-    def __init__(self) -> None:
-        self._rows: dict[int, Entry] = {}
-        self._next = 1
-
-    async def open(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def put(self, items: list[NewEntry]) -> list[Entry]:
-        now = time.time()
-        out = []
-        for item in items:
-            entry = Entry(self._next, item.target, item.payload, item.dedup_key, item.trace_id, now)
-            self._rows[entry.id] = entry
-            self._next += 1
-            out.append(entry)
-        return out
-
-    def _select(self, state: str, target: str | None) -> list[Entry]:
-        return [e for e in self._rows.values() if e.state == state and target in (None, e.target)]
-
-    async def pending(self, target: str | None = None) -> list[Entry]:
-        return self._select(PENDING, target)
-
-    async def dead(self, target: str | None = None) -> list[Entry]:
-        return self._select(DEAD, target)
-
-    async def pending_refs(self) -> list[tuple[int, float, str]]:
-        return sorted((e.id, e.received_at, e.target) for e in self._select(PENDING, None))
-
-    async def by_ids(self, ids: Iterable[int]) -> list[Entry]:
-        return [self._rows[i] for i in ids if i in self._rows]
-
-    async def recent(self, since: float) -> list[Entry]:
-        return [
-            e
-            for e in self._rows.values()
-            if e.state in (DELIVERED, DUPLICATE) and e.updated_at >= since
-        ]
-
-    async def finish(self, ids: Iterable[int], state: str, error: str | None = None) -> None:
-        for i in ids:
-            if (entry := self._rows.get(i)) is not None:
-                entry.state, entry.updated_at = state, time.time()
-                entry.last_error = error or entry.last_error
-
-    async def attempted(self, ids: Iterable[int], error: str) -> None:
-        for i in ids:
-            if (entry := self._rows.get(i)) is not None:
-                entry.attempts += 1
-                entry.last_error, entry.updated_at = error, time.time()
-
-    async def revive(self, ids: Iterable[int] | None) -> int:
-        wanted = None if ids is None else set(ids)
-        count = 0
-        for entry in self._rows.values():
-            if entry.state == DEAD and (wanted is None or entry.id in wanted):
-                entry.state, entry.attempts = PENDING, 0
-                entry.received_at = entry.updated_at = time.time()
-                count += 1
-        return count
-
-    async def purge(self, before: float) -> int:
-        old = [
-            i
-            for i, e in self._rows.items()
-            if e.state in (DELIVERED, DUPLICATE) and e.updated_at < before
-        ]
-        for i in old:
-            del self._rows[i]
-        return len(old)
-
-    async def check(self) -> None:
-        return None
-
-
-def open_outbox(path: str) -> Outbox:
-    return MemoryOutbox() if path == ":memory:" else SQLiteOutbox(path)

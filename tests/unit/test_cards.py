@@ -18,11 +18,12 @@ from typing import Any
 
 import pytest
 
-from amfeishu import cardhelpers as h
-from amfeishu import cardtext as ct
+from amfeishu.cards import checks as h
+from amfeishu.cards import text as ct
+from amfeishu.cards.renderer import SAFE, Rendered, Renderer, RenderError
+from amfeishu.cards.sets import CARD_FILES
+from amfeishu.config.types import Target
 from amfeishu.models import Notification, parse_notification
-from amfeishu.settings import Target
-from amfeishu.templating import CARD_FILES, SAFE, Rendered, Renderer, RenderError
 from tests.conftest import ROOT, SAMPLES
 
 GOLDEN = ROOT / "tests" / "golden"

@@ -3,12 +3,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from amfeishu import assembly
-from amfeishu.assembly import Queued
+from amfeishu.backend.base import Entry
+from amfeishu.cards import plan as assembly
+from amfeishu.cards.plan import Queued
+from amfeishu.cards.renderer import Renderer
+from amfeishu.config.types import Target
 from amfeishu.models import parse_notification
-from amfeishu.outbox import Entry
-from amfeishu.settings import Target
-from amfeishu.templating import Renderer
 from tests.conftest import ROOT
 
 TARGET = Target(name="ops", language="en")

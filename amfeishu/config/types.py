@@ -1,14 +1,23 @@
-"""The configuration as frozen dataclasses (DESIGN §4). Parsing lives in config.py."""
+"""The configuration as frozen dataclasses (README.md, "Configure") and its closed sets.
+
+Parsing lives in config/load.py; every set of allowed values is defined here once.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from amfeishu.matchers import Matcher
+from amfeishu.models import SEVERITY_ORDER
 
 DEFAULT_LISTEN = "0.0.0.0:8064"
 DEFAULT_STORAGE_PATH = "./amfeishu-outbox.db"
-SEVERITIES = ("critical", "warning", "info", "resolved", "default")
+# What a card can be about: the template file and the `mentions` keys.
+CARD_KINDS = (*SEVERITY_ORDER, "resolved", "default")
+LANGUAGES = ("zh", "en", "auto")
+MSG_TYPES = ("interactive", "text", "post")
+OPEN_ID = re.compile(r"ou_[A-Za-z0-9_-]+")  # used with fullmatch: no "ou_x\n"
 
 
 class Secret:

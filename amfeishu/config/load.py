@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 
-from amfeishu.matchers import MatcherError, parse_matcher
-from amfeishu.reader import ConfigError, Reader, join, kind
-from amfeishu.settings import (
+from amfeishu.config.reader import ConfigError, Reader, join, kind
+from amfeishu.config.types import (
+    CARD_KINDS,
+    LANGUAGES,
+    MSG_TYPES,
+    OPEN_ID,
     TLS,
     Auth,
     Config,
@@ -30,25 +33,10 @@ from amfeishu.settings import (
     Target,
     Templates,
 )
+from amfeishu.feishu.webhook import validate_webhook
+from amfeishu.matchers import MatcherError, parse_matcher
 
-FEISHU_HOOK_HOSTS = ("open.feishu.cn", "open.larksuite.com", "open.larkoffice.com")
-LANGUAGES = ("zh", "en", "auto")
-MSG_TYPES = ("interactive", "text", "post")
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_OPEN_ID = re.compile(r"^ou_[A-Za-z0-9_-]+$")
-
-
-def validate_webhook(url: str) -> str | None:
-    """None when usable, else the problem (never echoing the token)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "must be an http(s) URL with a host, like https://open.feishu.cn/open-apis/bot/v2/hook/<token>"
-    if parts.hostname in FEISHU_HOOK_HOSTS:
-        if parts.scheme != "https":
-            return f"{parts.hostname} must be reached over https"
-        if not re.fullmatch(r"/open-apis/bot/v2/hook/[A-Za-z0-9_-]+", parts.path):
-            return f"a {parts.hostname} webhook must look like https://{parts.hostname}/open-apis/bot/v2/hook/<token>"
-    return None
 
 
 def _target(r: Reader, name: str, data: Any, templates: Templates) -> Target:
@@ -106,7 +94,7 @@ def _target(r: Reader, name: str, data: Any, templates: Templates) -> Target:
 
 
 def _mentions(r: Reader, data: Any, path: str) -> dict[str, tuple[str, ...]]:
-    d = r.section(data, path, ("critical", "warning", "info", "resolved", "default"))
+    d = r.section(data, path, CARD_KINDS)
     out: dict[str, tuple[str, ...]] = {}
     for severity, ids in d.items():
         item_path = join(path, str(severity))
@@ -118,7 +106,7 @@ def _mentions(r: Reader, data: Any, path: str) -> dict[str, tuple[str, ...]]:
         good: list[str] = []
         for i, who in enumerate(ids):
             who = r.expand(str(who), f"{item_path}[{i}]")
-            if who != "all" and not _OPEN_ID.match(who):
+            if who != "all" and not OPEN_ID.fullmatch(who):
                 r.problem(
                     f"{item_path}[{i}]",
                     f"must be 'all' or an open_id like ou_xxx, got {who!r}"
@@ -202,7 +190,7 @@ def build_config(
     tpl = r.section(top.get("templates"), "templates", ("dir", "language", "timezone"))
     templates = Templates(
         dir=r.string(tpl, "dir", "templates"),
-        language=r.choice(tpl, "language", "templates", "zh", ("zh", "en", "auto")),
+        language=r.choice(tpl, "language", "templates", "zh", LANGUAGES),
         timezone=r.timezone(tpl, "timezone", "templates", "Asia/Shanghai"),
     )
     if templates.dir is not None and not os.path.isdir(_resolve(r, templates.dir)):
@@ -368,7 +356,7 @@ def merge_maps(base: Any, overlay: Any) -> Any:
     return overlay
 
 
-def load_raw(paths: list[str | Path] | str | Path) -> Any:
+def load_raw(paths: Sequence[str | Path] | str | Path) -> Any:
     """The merged YAML of one or more files (later files overlay earlier ones)."""
     files = [paths] if isinstance(paths, str | Path) else list(paths)
     data: Any = None
@@ -379,7 +367,7 @@ def load_raw(paths: list[str | Path] | str | Path) -> Any:
 
 
 def load_config(
-    paths: list[str | Path] | str | Path, *, env: Mapping[str, str] | None = None
+    paths: Sequence[str | Path] | str | Path, *, env: Mapping[str, str] | None = None
 ) -> Config:
     """Read, overlay and validate one or more YAML config files."""
     files = [paths] if isinstance(paths, str | Path) else list(paths)

@@ -1,0 +1,1 @@
+"""Cards: from queued notifications to sized, checked Feishu messages."""

@@ -1,0 +1,1 @@
+"""The configuration: its types, the YAML reader, loading and printing it."""

@@ -1,0 +1,1 @@
+"""Talking to Feishu: custom-bot webhooks and what Feishu's answers mean."""
