@@ -8,6 +8,7 @@ a request or a batch sees one generation whole, never half of two.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ssl
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from amfeishu import tls
 from amfeishu.cards.renderer import Renderer
 from amfeishu.config.reader import ConfigError
-from amfeishu.config.types import Config
+from amfeishu.config.types import Config, Secret
 
 Loader = Callable[[], Config]
 
@@ -60,9 +61,18 @@ def build(loader: Loader, tls_flags: tls.Flags | None = None) -> Generation:
 
 def config_hash(config: Config) -> float:
     """A number for the amfeishu_config_hash gauge; secrets enter only hashed."""
-    text = repr(config) + "".join(
-        t.webhook.get() + (t.secret.get() if t.secret else "")
-        for t in config.targets.values()
-        if t.webhook
-    )
+    text = repr(config) + "\0".join(_secrets(config))
     return float(int(hashlib.sha256(text.encode()).hexdigest()[:12], 16))
+
+
+def _secrets(node: object) -> list[str]:
+    """Every Secret's value in the config (repr shows them all as <secret>)."""
+    if isinstance(node, Secret):
+        return [node.get()]
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        return [s for f in dataclasses.fields(node) for s in _secrets(getattr(node, f.name))]
+    if isinstance(node, dict):
+        return [s for key in sorted(node) for s in _secrets(node[key])]
+    if isinstance(node, tuple | list):
+        return [s for item in node for s in _secrets(item)]
+    return []

@@ -50,18 +50,26 @@ def watched(config: Config) -> tuple[list[Path], Path | None]:
     """The config files (and the *_file secrets they name), and the templates dir."""
     files = [Path(p) for p in config.source.split(" + ") if p and not p.startswith("<")]
     extra: list[Path] = []
+    base = files[0].resolve().parent if files else Path.cwd()  # as load_config resolves them
     for path in files:
         try:
             raw = load_raw(path)
         except ConfigError:
             continue  # unreadable now: the reload reports it
         for value in _file_keys(raw, skip=("tls",)):  # relative to the first file, as config.py
-            extra.append(Path(value) if os.path.isabs(value) else files[0].parent / value)
+            extra.append(Path(value) if os.path.isabs(value) else _beside(files[0], base, value))
     if config.tls is not None:  # re-read on reload (a renewed certificate)
         tls = config.tls
         extra += [Path(p) for p in (tls.cert_file, tls.key_file, tls.client_ca_file) if p]
     templates = Path(config.templates.dir) if config.templates.dir else None
     return list(dict.fromkeys(files + extra)), templates
+
+
+def _beside(config: Path, base: Path, name: str) -> Path:
+    """Where config.py reads a relative *_file, by the visible path when it leads there
+    too (a ConfigMap's ..data swap must not change the watched names)."""
+    visible, real = config.parent / name, base / name
+    return visible if os.path.realpath(visible) == os.path.realpath(real) else real
 
 
 def _file_keys(node: Any, skip: tuple[str, ...]) -> Iterator[str]:

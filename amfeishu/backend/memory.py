@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 
 from amfeishu.backend.base import DEAD, DELIVERED, DUPLICATE, PENDING, Entry, NewEntry
 
@@ -28,11 +29,12 @@ class MemoryOutbox:
             entry = Entry(self._next, item.target, item.payload, item.dedup_key, item.trace_id, now)
             self._rows[entry.id] = entry
             self._next += 1
-            out.append(entry)
+            out.append(replace(entry))  # callers get copies, as from the other stores
         return out
 
     def _select(self, state: str, target: str | None) -> list[Entry]:
-        return [e for e in self._rows.values() if e.state == state and target in (None, e.target)]
+        rows = self._rows.values()
+        return [replace(e) for e in rows if e.state == state and target in (None, e.target)]
 
     async def pending(self, target: str | None = None) -> list[Entry]:
         return self._select(PENDING, target)
@@ -49,7 +51,7 @@ class MemoryOutbox:
         return [e for e in await self.pending() if e.target in wanted]
 
     async def by_ids(self, ids: Iterable[int]) -> list[Entry]:
-        return [self._rows[i] for i in ids if i in self._rows]
+        return [replace(self._rows[i]) for i in ids if i in self._rows]
 
     async def recent(self, since: float) -> list[Entry]:
         return [

@@ -176,8 +176,11 @@ def _render(
     compact: bool,
     omitted: int,
 ) -> Card:
-    if safe:
-        message = renderer.safe_message(part, target, compact=compact, omitted=omitted)
+    if safe:  # Feishu refused this card's template once: say so on the card
+        reason = "refused by Feishu"
+        message = renderer.safe_message(
+            part, target, compact=compact, omitted=omitted, reason=reason
+        )
         return Card(message, part, union(groups), groups, None, safe=True)
     rendered = renderer.render(part, target, compact=compact, omitted=omitted)
     return Card(
