@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
+from functools import partial
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -24,6 +25,8 @@ from starlette.routing import BaseRoute, Route
 from amfeishu.app import guarded
 from amfeishu.cards.html import card_fragment
 from amfeishu.cards.renderer import samples_dir
+from amfeishu.cards.sets import STORM_FILE
+from amfeishu.cards.storm import groups_of, storm_alerts
 from amfeishu.config.types import Target
 from amfeishu.edge import HTTPError, read_json
 from amfeishu.events import parse_event
@@ -148,7 +151,16 @@ def ui_routes(service: Service) -> list[BaseRoute]:
             if not isinstance(file, str) or file not in renderer.template_names(target.template):
                 raise HTTPError(400, f"file: template set {target.template!r} has no {file!r}")
         async with renders:
-            if source is None:
+            if file == STORM_FILE:  # the digest a storm sends, of this payload's alerts
+                named = storm_alerts(notification.alerts)
+                groups = groups_of(named, notification)
+                rendered = await run_in_threadpool(
+                    partial(renderer.render_storm, backlog=len(named), source=source),
+                    notification,
+                    groups,
+                    target,
+                )
+            elif source is None:
                 rendered = await run_in_threadpool(renderer.render, notification, target)
             else:
                 rendered = await run_in_threadpool(

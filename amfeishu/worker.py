@@ -23,9 +23,11 @@ from typing import Any
 from amfeishu.backend.base import DEAD, DELIVERED, DUPLICATE, Entry, Outbox, StorageError
 from amfeishu.cards import plan
 from amfeishu.cards.plan import Card, Queued
+from amfeishu.cards.sets import digests
 from amfeishu.config.types import Target
 from amfeishu.dedup import Dedup
 from amfeishu.feishu.answers import Answer, Outcome
+from amfeishu.feishu.webhook import MAX_BODY_BYTES
 from amfeishu.generation import Generation
 from amfeishu.logs import short_id
 from amfeishu.metrics import Metrics
@@ -37,6 +39,10 @@ BACKOFF_BASE = 1.0
 BACKOFF_CAP = 30.0
 MAX_IN_MEMORY = 5000  # notifications per target held parsed in memory (≈25 KB each)
 CARDS_PER_BATCH = 5  # cards planned at a time (Feishu allows 5/s per bot)
+STORM_SECONDS = 10.0  # a backlog the bot cannot send in this long at the normal card size …
+STORM_MAX_ALERTS = 20_000  # … is sent as digests, this many alerts planned at a time
+STORM_LINGER = 5.0  # seconds a digest that is not full waits for more alerts to fill it
+STORM_FULL = 0.8  # of the size limit: a digest this big goes out at once
 
 
 @dataclass
@@ -81,6 +87,8 @@ class TargetWorker:
         self.task: asyncio.Task[None] | None = None
         self.failures = 0
         self.retry_at = 0.0
+        self.storming = False  # sending digests until the backlog is gone
+        self.hold_until = 0.0  # wall clock: a digest that is not full waits until then
         self._reported: set[int | None] = set()  # permanent codes already explained in the log
 
     def add(self, entry: Entry) -> None:
@@ -124,6 +132,7 @@ class TargetWorker:
             oldest = min(q.entry.received_at for q in self.queue.values())
             await self._pause(oldest + config.grouping.wait - clock.wall())
             await self._pause(self.retry_at - clock.monotonic())
+            await self._pause(self.hold_until - clock.wall())
             if self.needs.stopping():
                 return
             try:
@@ -140,7 +149,10 @@ class TargetWorker:
             return
         sink = self.needs.sink_for(target)
         await sink.limiter.wait()  # meanwhile arrivals keep merging
-        items = await self._drop_duplicates(self._next_batch(generation))
+        backlog = self._backlog()
+        storm = self._storm(target, generation, backlog)
+        batch = self._storm_batch() if storm else self._next_batch(generation)
+        items = await self._drop_duplicates(batch)
         if not items:
             return
         notification, groups, skipped = plan.merge(items, target.send_resolved)
@@ -154,9 +166,13 @@ class TargetWorker:
         renderer = generation.renderer
         max_per_card = generation.config.grouping.max_alerts_per_card
         safe = any(q.safe_only for q in items)
-        cards = plan.plan(
-            notification, groups, target, renderer, max_per_card=max_per_card, safe=safe
-        )
+        if storm:
+            cards = plan.storm(notification, groups, target, renderer, backlog=backlog, safe=safe)
+            self._hold_back_partial(cards, items)
+        else:
+            cards = plan.plan(
+                notification, groups, target, renderer, max_per_card=max_per_card, safe=safe
+            )
         while cards:
             card = cards.pop(0)
             waited = await sink.limiter.acquire(lambda _: self._count_wait())
@@ -172,6 +188,12 @@ class TargetWorker:
             await self._answered(sink)
             if answer.outcome is Outcome.DELIVERED:
                 await self._conveyed(items, card.covers, "delivered")
+            elif answer.outcome is Outcome.TOO_LARGE and card.digest:
+                half = card.size // 2  # Feishu measures differently: halve until it fits
+                cards[:0] = plan.storm(
+                    card.notification, card.groups, target, renderer, backlog=backlog,
+                    safe=card.safe, budget=half,
+                )  # fmt: skip
             elif answer.outcome is Outcome.TOO_LARGE and (
                 len(card.notification.alerts) > 1 or not card.safe
             ):
@@ -183,6 +205,12 @@ class TargetWorker:
                     if q.entry.id in card.covers:
                         q.safe_only = True
                 alerts = len(card.notification.alerts)
+                if card.digest:
+                    cards[:0] = plan.storm(
+                        card.notification, card.groups, target, renderer, backlog=backlog,
+                        safe=True,
+                    )  # fmt: skip
+                    continue
                 cards[:0] = plan.plan(
                     card.notification, card.groups, target, renderer, max_per_card=alerts, safe=True
                 )
@@ -198,6 +226,50 @@ class TargetWorker:
             await sink.limiter.sent()
         except StorageError as exc:  # the shared slot keeps its grant time: still counted
             log.warning("could not update the shared rate limit: %s", exc)
+
+    def _backlog(self) -> int:
+        """Alerts waiting, in memory and in storage (as of the last poll)."""
+        held = sum(len(q.notification.alerts) - len(q.delivered) for q in self.queue.values())
+        return held + self.stored
+
+    def _storm(self, target: Target, generation: Generation, backlog: int) -> bool:
+        """Digests from the moment the bot is ten seconds behind until the backlog is gone."""
+        if not digests(target):
+            self.storming = False
+        elif not self.storming:
+            rate = target.rate_limit
+            cards = min(rate.per_second * STORM_SECONDS, rate.per_minute)
+            self.storming = backlog > cards * generation.config.grouping.max_alerts_per_card
+            if self.storming:
+                log.warning(
+                    "storm: %d alerts waiting, more than the bot sends in %.0fs;"
+                    " sending digests until the backlog is gone",
+                    backlog,
+                    STORM_SECONDS,
+                    extra={"target": self.name},
+                )
+        return self.storming
+
+    def _storm_batch(self) -> list[Queued]:
+        batch: list[Queued] = []
+        budget = STORM_MAX_ALERTS
+        for q in self.queue.values():  # insertion order: oldest first
+            if batch and budget <= 0:
+                break
+            batch.append(q)
+            budget -= len(q.notification.alerts) - len(q.delivered)
+        return batch
+
+    def _hold_back_partial(self, cards: list[Card], items: list[Queued]) -> None:
+        """A last digest far from full waits a little for more alerts, unless it is old."""
+        self.hold_until = 0.0
+        if not cards or cards[-1].size >= STORM_FULL * MAX_BODY_BYTES:
+            return
+        covered = cards[-1].covers
+        oldest = min(q.entry.received_at for q in items if q.entry.id in covered)
+        if self.needs.clock.wall() < oldest + STORM_LINGER:
+            cards.pop()
+            self.hold_until = oldest + STORM_LINGER
 
     def _next_batch(self, generation: Generation) -> list[Queued]:
         """The oldest entries, up to about a second of cards at Feishu's 5/s.
@@ -262,6 +334,9 @@ class TargetWorker:
 
     def _forget(self, q: Queued, outcome: str) -> None:
         self.queue.pop(q.entry.id, None)
+        if self.storming and not self.queue and not self.stored:
+            self.storming = False
+            log.info("storm over: back to normal cards", extra={"target": self.name})
         self.needs.metrics.notifications.labels(self.name, outcome).inc()
         self.show_depth()
         log.info(

@@ -25,6 +25,8 @@ ALERTS = 50  # per notification: 10,000 in all
 SECONDS = 10.0
 DRAIN_DEADLINE = 480.0
 NAME = re.compile(r"Storm-\d+-\d+(?![\d-])")
+GOAL_CARDS = 30
+GOAL_LAST_AFTER_END = 30.0  # seconds from the storm's end until every alert was shown
 GOAL_IDLE_MB = 60
 GOAL_STORM_MB = 120
 
@@ -88,6 +90,7 @@ def run(notes: list[str], per_card: int | None = None) -> tuple[list[Row], dict[
             conveyed = _Conveyed(fake)
             wait_until(lambda: conveyed() == total, DRAIN_DEADLINE, "every alert", interval=0.5)
             drained = max(r.at for r in fake.received) - start
+            after_end = drained - accepted
             wait_until(lambda: server.metric("amfeishu_outbox_depth") == 0, 30, "empty outbox")
             done.set()
             sampler.join()
@@ -96,22 +99,33 @@ def run(notes: list[str], per_card: int | None = None) -> tuple[list[Row], dict[
             first_minute = sum(1 for r in fake.received if r.at - start <= 60)
             refusals = len(fake.refused(token="storm"))
             largest = max(r.size for r in fake.received)
-    share = len(conveyed.seen) / total
+            oversized = sum(1 for r in fake.received if r.size > 20_000)
     notes.append(
         f"Storm ({label}): {total:,} alerts in {NOTIFICATIONS} notifications accepted in"
-        f" {accepted:.1f} s; {cards} cards, largest {largest:,} bytes; peak VmRSS sampled"
+        f" {accepted:.1f} s; {cards} cards, largest {largest:,} bytes; the last card"
+        f" {drained:.1f} s after the first request; peak VmRSS sampled"
         f" {max(peak_rss):.0f} MB."
     )
+    never = total - len(conveyed.seen)
     rows = [
         Row(
-            f"Storm ({label}): cards in the first minute / in all",
-            f"{first_minute} / {cards}",
-            "≤ 100 in the first minute",
-            first_minute <= 100,
+            f"Storm ({label}): cards sent (in the first minute)",
+            f"{cards} ({first_minute})",
+            f"≤ {GOAL_CARDS}",
+            cards <= GOAL_CARDS,
         ),
-        Row(f"Storm ({label}): refusals by Feishu", str(refusals), "0", refusals == 0),
-        Row(f"Storm ({label}): alerts conveyed", f"{share:.0%}", "100%", share == 1.0),
-        Row(f"Storm ({label}): seconds to drain", f"{drained:.0f} s"),
+        Row(
+            f"Storm ({label}): from the storm's end until every alert was shown",
+            f"{after_end:.1f} s",
+            f"≤ {GOAL_LAST_AFTER_END:.0f} s",
+            after_end <= GOAL_LAST_AFTER_END,
+        ),
+        Row(
+            f"Storm ({label}): refusals / bodies over 20 KB / alerts never shown",
+            f"{refusals} / {oversized} / {never}",
+            "0 / 0 / 0",
+            refusals == 0 and oversized == 0 and never == 0,
+        ),
     ]
     memory = {"idle_rss": idle["VmRSS"], "idle_hwm": idle["VmHWM"], "storm_hwm": peak["VmHWM"]}
     return rows, memory

@@ -92,13 +92,7 @@ def context(
         "subtitle_labels": subtitle,
         "subtitle": " · ".join(f"{k}={v}" for k, v in subtitle.items()),
         "links": links,
-        "target": {
-            "name": target.name,
-            "language": language,
-            "timezone": str(tz),  # the one in effect
-            "keyword": target.keyword or "",
-            "msg_type": target.msg_type,
-        },
+        "target": target_view(target, language, tz),
         "compact": compact,
         "omitted": omitted,
         "mentions_md": mentions_markdown(ids),
@@ -110,6 +104,16 @@ def context(
         "since": lambda value: between(value, now),
         "local_time": lambda value: local_time(value, tz),
         "alert_md_line": alert_md_line,
+    }
+
+
+def target_view(target: Target, language: str, tz: tzinfo) -> dict[str, str]:
+    return {
+        "name": target.name,
+        "language": language,
+        "timezone": str(tz),  # the one in effect
+        "keyword": target.keyword or "",
+        "msg_type": target.msg_type,
     }
 
 

@@ -12,11 +12,15 @@ from typing import Any
 
 from amfeishu.backend.base import Entry
 from amfeishu.cards.renderer import Renderer
+from amfeishu.cards.storm import StormAlert, groups_of, storm_alerts
 from amfeishu.config.types import Target
 from amfeishu.feishu.webhook import MAX_BODY_BYTES, body_size
 from amfeishu.models import Alert, Notification
 
 COMPACT_ABOVE = 10  # more alerts than this in one card: one line each
+STORM_FIRST_GUESS = 300  # alerts in the first digest tried; later ones start from the last
+STORM_FILL = 0.97  # aim a little under the budget: names differ in length
+STORM_TRIES = 8
 
 
 @dataclass
@@ -45,6 +49,7 @@ class Card:
     groups: list[Covers]  # per shown alert, what it conveys (for re-splitting)
     template_error: str | None = None
     safe: bool = False
+    digest: bool = False  # a storm digest (storm.json.j2)
 
     @property
     def size(self) -> int:
@@ -199,3 +204,70 @@ def split(card: Card, target: Target, renderer: Renderer, budget: int) -> list[C
     return _fit(
         card.notification, alerts, card.groups, len(alerts), target, renderer, card.safe, budget
     )
+
+
+def storm(
+    notification: Notification,
+    groups: list[Covers],
+    target: Target,
+    renderer: Renderer,
+    *,
+    backlog: int,
+    safe: bool = False,
+    budget: int = MAX_BODY_BYTES,
+) -> list[Card]:
+    """Storm digests naming every alert once, each filled up to `budget` bytes.
+
+    Digests are packed greedily in digest order: a card is measured, then
+    grown or shrunk by the bytes an alert took, a few renders per card.
+    """
+    named = storm_alerts(notification.alerts)
+    cards: list[Card] = []
+    start, guess = 0, STORM_FIRST_GUESS
+    while start < len(named):
+        left = len(named) - start
+        best: tuple[int, Card] | None = None
+        k = min(guess, left)
+        for _ in range(STORM_TRIES):
+            card = _digest(
+                notification, named[start : start + k], groups, target, renderer, backlog, safe
+            )
+            if card.size <= budget:
+                best = (k, card)
+                grown = min(left, int(k * budget * STORM_FILL / card.size))
+                if k == left or grown <= k:
+                    break
+                k = grown
+            else:
+                smaller = min(k - 1, int(k * budget * STORM_FILL / card.size))
+                floor = best[0] if best else 0
+                if smaller <= floor:
+                    break
+                k = max(1, smaller)
+        if best is None:  # one name alone over the budget cannot happen (names are cut short)
+            best = (k, card)
+        taken, chosen = best
+        cards.append(chosen)
+        start += taken
+        guess = taken
+    return cards
+
+
+def _digest(
+    base: Notification,
+    chosen: list[StormAlert],
+    groups: list[Covers],
+    target: Target,
+    renderer: Renderer,
+    backlog: int,
+    safe: bool,
+) -> Card:
+    part = base.with_alerts([base.alerts[s.index] for s in chosen])
+    covers = [groups[s.index] for s in chosen]
+    rendered = renderer.render_storm(
+        part, groups_of(chosen, base), target, backlog=backlog, safe=safe
+    )
+    card = Card(rendered.message, part, union(covers), covers, rendered.error)
+    card.safe = safe or rendered.error is not None
+    card.digest = True
+    return card

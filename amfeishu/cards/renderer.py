@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -24,17 +24,20 @@ from amfeishu.cards import checks, context
 from amfeishu.cards import text as ct
 from amfeishu.cards.facts import kind_of
 from amfeishu.cards.jinja import environment
-from amfeishu.cards.safe import safe_message
+from amfeishu.cards.safe import safe_message, safe_storm
 from amfeishu.cards.sets import (
     CARD_FILES,
     FILE_NAME,
     SET_NAME,
+    STORM_FILE,
     OverlayLoader,
     SetLoader,
     builtin_root,
     card_file,
+    digests,
     files_for,
 )
+from amfeishu.cards.storm import StormGroup, groups_of, storm_alerts, storm_context
 from amfeishu.config.types import LANGUAGES, Target
 from amfeishu.models import Notification, parse_notification
 
@@ -101,6 +104,70 @@ class Renderer:
         """A message built in Python, without templates: it cannot fail."""
         return self._safe(n, target, compact, omitted, reason, datetime.now(UTC))
 
+    def render_storm(
+        self,
+        n: Notification,
+        groups: list[StormGroup],
+        target: Target,
+        *,
+        backlog: int = 0,
+        safe: bool = False,
+        source: str | None = None,
+        now: datetime | None = None,
+    ) -> Rendered:
+        """A storm digest of these groups from storm.json.j2 (or `source` in its place, in
+        the sandbox, as render_source), or the safe digest."""
+        name = ""
+        try:
+            if safe:
+                raise RenderError("refused by Feishu")
+            env = None
+            if source is not None:
+                if not self._set_exists(target.template):
+                    raise RenderError(f"template set {target.template!r} not found")
+                name = f"{target.template}/{STORM_FILE}"
+                env = environment(OverlayLoader(self._loader, {name: source}), sandboxed=True)
+            else:
+                name = self._resolve(target.template, STORM_FILE)
+            message = self._render_storm_strict(name, n, groups, target, backlog, now, env)
+        except Exception as exc:  # any template bug: the alerts still go out
+            reason = self._describe(exc, name)
+            message = safe_storm(n, groups, target, self._language(target), reason)
+            return Rendered(message, SAFE, None if safe else reason)
+        return Rendered(message, name, None)
+
+    def _render_storm_strict(
+        self,
+        name: str,
+        n: Notification,
+        groups: list[StormGroup],
+        target: Target,
+        backlog: int,
+        now: datetime | None,
+        env: Environment | None = None,
+    ) -> dict[str, Any]:
+        template = (env or self._env).get_template(name)
+        origin = template.filename or name
+        language = self._language(target)
+        view = context.target_view(target, language, self._tz(target))
+
+        def once(lang: str) -> Any:
+            ctx = storm_context(n, groups, lang, backlog)
+            if target.keyword and target.keyword not in ctx["title"]:
+                ctx["title"] = f"{target.keyword} {ctx['title']}"
+            ctx.update(target=view, language=lang, t=partial(ct.translate, lang))
+            ctx["now"] = now or datetime.now(UTC)
+            return _parse(template.render(ctx), origin)
+
+        if language == "auto":
+            message = checks.merge_i18n(once("zh"), once("en"))
+        else:
+            message = once("en" if language == "en" else "zh")
+        problem = checks.card_problem(message)
+        if problem:
+            raise RenderError(f"{origin}: {problem}")
+        return checks.ensure_keyword(message, target.keyword)
+
     def check(self, targets: Iterable[Target]) -> list[str]:
         """Problems of every template the targets may use, tried on the bundled samples."""
         problems = self._user_dir_problems()
@@ -118,6 +185,13 @@ class Renderer:
                 if key not in tried:
                     tried.add(key)
                     problem = self._trial(name, target, samples)
+                    if problem:
+                        problems.append(problem)
+            else:  # every file found: the digest of storms too
+                storm = (target.template, self._language(target), "storm", target.keyword)
+                if digests(target) and storm not in tried:
+                    tried.add(storm)
+                    problem = self._trial_storm(target, samples)
                     if problem:
                         problems.append(problem)
         return list(dict.fromkeys(problems))
@@ -281,6 +355,17 @@ class Renderer:
                     self._render_strict(name, n, target, compact, omitted, now)
                 except Exception as exc:  # reported, not raised: check lists every problem
                     return self._describe(exc, name)
+        return None
+
+    def _trial_storm(self, target: Target, samples: tuple[Notification, ...]) -> str | None:
+        name = ""
+        try:
+            name = self._resolve(target.template, STORM_FILE)
+            for n in samples:
+                alerts = storm_alerts(n.alerts)
+                self._render_storm_strict(name, n, groups_of(alerts, n), target, len(alerts), None)
+        except Exception as exc:  # reported, not raised: check lists every problem
+            return self._describe(exc, name)
         return None
 
     def _user_dir_problems(self) -> list[str]:

@@ -13,6 +13,7 @@ from amfeishu.cards.facts import (
     target_mentions,
     title,
 )
+from amfeishu.cards.storm import StormGroup, group_markdown
 from amfeishu.cards.text import (
     alertmanager_url,
     between,
@@ -144,3 +145,34 @@ def _plain_div(text: str, **style: str) -> dict[str, Any]:
 def _button(text: str, url: str) -> dict[str, Any]:
     behaviour = {"type": "open_url", "default_url": url}
     return {"tag": "button", "text": _plain(text), "type": "default", "behaviors": [behaviour]}
+
+
+def safe_storm(
+    n: Notification, groups: list[StormGroup], target: Target, language: str, reason: str
+) -> dict[str, Any]:
+    """A storm digest without templates: every group's line, every alert named."""
+    lang = "en" if language == "en" else "zh"
+    total = sum(g.count for g in groups)
+    firing = [g.severity for g in groups if g.firing]
+    kind = next((s for s in ("critical", "warning", "info") if s in firing), "")
+    kind = kind or ("resolved" if not firing else "default")
+    heading = translate(lang, "storm_title", n=total)
+    if target.keyword and target.keyword not in heading:
+        heading = f"{target.keyword} {heading}"
+    footer = f"amfeishu · {target.name}"
+    if n.extra.get("trace_id"):
+        footer += f" · {n.extra['trace_id']}"
+    if reason:
+        footer += " · " + translate(lang, "safe_notice")
+    elements: list[dict[str, Any]] = [
+        {"tag": "markdown", "content": translate(lang, "storm_notice")},
+        *({"tag": "markdown", "content": group_markdown(lang, g)} for g in groups),
+        _plain_div(footer, text_size="notation", text_color="grey"),
+    ]
+    card = {
+        "schema": "2.0",
+        "config": {"update_multi": True, "width_mode": "fill"},
+        "header": {"title": _plain(heading), "template": KIND_COLOURS[kind][0]},
+        "body": {"elements": elements},
+    }
+    return {"msg_type": "interactive", "card": card}

@@ -28,6 +28,7 @@ CARD_FILES = (
     "resolved.json.j2",
     "default.json.j2",
 )
+STORM_FILE = "storm.json.j2"
 SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.j2$")
 
@@ -39,6 +40,11 @@ def files_for(target: Target) -> tuple[str, ...]:
     if target.msg_type in ("text", "post"):
         return (f"{target.msg_type}.json.j2",)
     return CARD_FILES
+
+
+def digests(target: Target) -> bool:
+    """Whether a storm becomes digest cards for this target (interactive, own templates)."""
+    return target.msg_type == "interactive" and not target.card_template_id
 
 
 def card_file(kind: str) -> str:

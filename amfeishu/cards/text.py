@@ -43,6 +43,12 @@ STRINGS: dict[str, tuple[str, str]] = {  # key → (zh, en)
     "unknown": ("未知", "unknown"),
     "everyone": ("所有人", "everyone"),
     "safe_notice": ("简化卡片，原因见 amfeishu 日志", "simplified card; the amfeishu log says why"),
+    "storm_title": ("[告警风暴] {n} 条告警", "[STORM] {n} alerts"),
+    "storm_notice": (
+        "告警过多，此为摘要：每条告警都列出，详情请在 Alertmanager 查看",
+        "Too many alerts at once: a digest naming every alert; details in Alertmanager",
+    ),
+    "storm_singles": ("其他告警", "Other alerts"),
 }
 
 

@@ -206,3 +206,19 @@ def _wait(check: Any) -> Any:
     from tests.support.processes import wait_until
 
     return wait_until(check, 10, "a recent card")
+
+
+def test_the_storm_digest_is_previewed_by_picking_storm_json(client: TestClient) -> None:
+    many = json.loads((SAMPLES / "many-alerts.json").read_text())
+    storm = (ROOT / "templates/default/storm.json.j2").read_text()
+    data = render(client, payload=many, file="storm.json.j2", source=storm).json()
+    assert data["template"] == "default/storm.json.j2" and data["template_error"] is None
+    title = data["message"]["card"]["header"]["title"]["content"]
+    assert title == f"[STORM] {len(many['alerts'])} alerts"
+    assert "fs-card" in data["html"] and data["size"] < data["limit"]
+    edited = storm.replace('"update_multi": true', '"update_multi": false')
+    data = render(client, payload=many, file="storm.json.j2", source=edited).json()
+    assert data["message"]["card"]["config"]["update_multi"] is False
+    broken = render(client, payload=many, file="storm.json.j2", source="{{ oops").json()
+    assert broken["template"] == "builtin:safe" and broken["error_line"] == 1
+    assert broken["message"]["card"]["header"]["title"]["content"].startswith("[STORM]")

@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
     {"tls", "cards.plan", "cards.html"},
     {"cards.renderer"},
     {"cards.safe", "cards.context", "cards.jinja", "cards.sets"},
+    {"cards.storm"},
     {"cards.facts", "cards.checks"},
     {"cards.text"},
     {"backend.open"},
