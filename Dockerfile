@@ -17,13 +17,17 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY helm/image-constraints.txt ./
 COPY amfeishu/ amfeishu/
 COPY templates/ templates/
 
 # The redis extra: replicaCount > 1 in the Helm chart shares state through Redis.
+# Every dependency at the exact version of the lock file (`make constraints`
+# writes it), so two builds of one commit install the same packages.
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && python -m venv /opt/amfeishu \
-    && /opt/amfeishu/bin/pip install --no-cache-dir "$(find /wheels -name 'amfeishu-*.whl')[redis]"
+    && /opt/amfeishu/bin/pip install --no-cache-dir --constraint image-constraints.txt \
+       "$(find /wheels -name 'amfeishu-*.whl')[redis]"
 
 
 FROM python:3.12.12-slim-trixie
@@ -50,7 +54,8 @@ ENV PATH="/opt/amfeishu/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
-    TMPDIR=/tmp
+    TMPDIR=/tmp \
+    AMFEISHU_REVISION="${REVISION}"
 
 RUN groupadd --system --gid 10001 amfeishu \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \

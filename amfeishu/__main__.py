@@ -1,5 +1,5 @@
-"""Command line (README.md, "Configure" and "Scripts and pipelines"): serve, check-config,
-render, send, outbox."""
+"""Command line (README.md, "Configure", "Scripts and pipelines" and "Command line and
+logs"): serve, check-config, render, send, outbox."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from amfeishu import __version__
+from amfeishu.logs import FORMATS, LEVELS
 from amfeishu.models import SEVERITY_ORDER
 
 
@@ -17,10 +18,36 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="receive Alertmanager webhooks and deliver cards")
-    serve.add_argument("--config", action="append", help="config file (repeat to overlay)")
-    serve.add_argument("--listen", help="HOST:PORT (default 0.0.0.0:8064 or $AMFEISHU_LISTEN)")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--log-format", default="text", choices=["text", "json"])
+    # Each flag also under Alertmanager's own name, so an operator's habits work.
+    serve.add_argument(
+        "--config",
+        "--config.file",
+        action="append",
+        metavar="PATH",
+        help="config file (repeat to overlay)",
+    )
+    serve.add_argument(
+        "--listen",
+        "--web.listen-address",
+        metavar="HOST:PORT",
+        help="address to listen on (default 0.0.0.0:8064 or $AMFEISHU_LISTEN)",
+    )
+    serve.add_argument(
+        "--log-level",
+        "--log.level",
+        default="info",
+        choices=LEVELS,
+        metavar="LEVEL",
+        help=f"{', '.join(LEVELS)} (default info)",
+    )
+    serve.add_argument(
+        "--log-format",
+        "--log.format",
+        default="text",
+        choices=list(FORMATS),
+        metavar="FORMAT",
+        help="text for a terminal (default), logfmt or json for log shippers",
+    )
     serve.add_argument(
         "--web.enable-ui",
         dest="enable_ui",
@@ -45,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--target", required=True)
     render.add_argument("payload", help="Alertmanager webhook payload (JSON file, - for stdin)")
     render.add_argument("--html", action="store_true", help="an HTML preview instead of JSON")
+    render.add_argument(
+        "--storm",
+        action="store_true",
+        help="the storm digests of the payload's alerts (a JSON list) instead of its card",
+    )
 
     send = sub.add_parser("send", help="deliver one message now and print Feishu's answer")
     send.add_argument("--config", action="append")

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from amfeishu.backend.base import StorageError
+from amfeishu.callbacks import Callbacks
 from amfeishu.edge import AuthMiddleware, HTTPError, Traced, error_response
 from amfeishu.receiver import DEFAULT_BODY_LIMIT, Receiver
 from amfeishu.service import Service
@@ -75,6 +76,13 @@ def build_app(
         Route("/-/healthy", healthy, methods=["GET", "HEAD"]),
         Route("/-/ready", ready, methods=["GET", "HEAD"]),
         Route("/metrics", metrics, methods=["GET"]),
+        # Not behind auth (Feishu cannot send our token): Feishu's signature and token guard it.
+        Route(
+            "/feishu/callback/{app}",
+            Callbacks(service).handle,
+            methods=["POST"],
+            middleware=[Middleware(Traced, endpoint="callback", metrics=lambda: service.metrics)],
+        ),
         *(extra_routes or []),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

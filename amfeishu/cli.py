@@ -5,30 +5,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
-import signal
-import ssl
 import sys
-from collections.abc import Callable
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from amfeishu import tls
-from amfeishu.config.load import embedded_default, load_config, load_raw, parse_listen
+from amfeishu.config import machine
+from amfeishu.config.load import embedded_default, load_config, load_raw
 from amfeishu.config.reader import ConfigError
-from amfeishu.config.types import Config
+from amfeishu.config.types import AppDelivery, Config
 from amfeishu.events import parse_event
-from amfeishu.feishu.answers import Outcome
+from amfeishu.feishu.answers import Answer, Outcome
 from amfeishu.feishu.webhook import FeishuClient
 from amfeishu.models import PayloadError, parse_notification
 from amfeishu.ratelimit import Unlimited
 from amfeishu.sinks import WebhookSink
-
-log = logging.getLogger("amfeishu")
 
 
 def _fail(message: str, code: int = 1) -> int:
@@ -41,106 +36,28 @@ def _config(paths: list[str] | None) -> Config:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-    from starlette.routing import BaseRoute
+    from amfeishu.serving import serve as run_server
 
-    from amfeishu import generation
-    from amfeishu.app import build_app
-    from amfeishu.logs import setup_logging
-    from amfeishu.service import Service
-
-    setup_logging(args.log_level, args.log_format)
-    paths = args.config
-    loader = (lambda: load_config(paths)) if paths else embedded_default
-    flags = tls.Flags(args.tls_cert_file, args.tls_key_file, args.tls_client_ca_file)
-    try:
-        first = generation.build(loader)
-    except ConfigError as exc:
-        return _problems(exc)
-    config = first.config
-    served_tls = tls.effective(flags, config)
-    if served_tls is not None:
-        try:
-            context = tls.server_context(served_tls)
-        except tls.TLSError as exc:
-            return _fail(f"cannot serve HTTPS: {exc}")
-        first = generation.Generation(config, first.renderer, context)
-    listen = args.listen or (os.environ.get("AMFEISHU_LISTEN") if not paths else None)
-    host_port = parse_listen(listen or config.listen)
-    if host_port is None:
-        return _fail(f"--listen must be HOST:PORT, got {listen!r}", 2)
-    service = Service(
-        first,
-        loader=loader if paths else None,
-        tls_flags=flags if served_tls else None,
-        shutdown_grace=config.delivery.timeout,
-    )
-    extra_routes: list[BaseRoute] = []
-    if args.enable_ui:
-        from amfeishu.ui import ui_routes
-
-        extra_routes = ui_routes(service)
-    app = build_app(service, extra_routes=extra_routes)
-    if not paths:
-        target = config.targets["default"]
-        how = "preview (no FEISHU_WEBHOOK: cards are logged)" if target.preview else "Feishu"
-        log.info("embedded default config: target 'default' → %s", how)
-    server_config = uvicorn.Config(
-        app,
-        host=host_port[0],
-        port=host_port[1],
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=int(config.delivery.timeout) + 1,
-        **tls.uvicorn_options(served_tls),
-    )
-    try:
-        server_config.load()  # builds the SSL context now, so a bad certificate fails early
-    except (OSError, ssl.SSLError) as exc:
-        return _fail(
-            f"cannot serve HTTPS with {served_tls.cert_file if served_tls else '?'}: {exc}"
-        )
-    if server_config.ssl is not None:  # each handshake uses the current generation's context
-        tls.follow(server_config.ssl, lambda: service.generation.tls)
-    server = uvicorn.Server(server_config)
-    _install_sighup(service.reload)
-    # uvicorn re-raises SIGTERM after its graceful shutdown; a clean stop exits 0.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    scheme = "https" if served_tls else "http"
-    log.info("amfeishu listening on %s://%s:%d", scheme, *host_port)
-    server.run()
-    return 0
-
-
-def _problems(exc: ConfigError) -> int:
-    for problem in exc.problems:
-        print(f"{exc.source}: {problem}", file=sys.stderr)
-    return 1
-
-
-def _install_sighup(reload: Callable[[], list[str]]) -> None:
-    """SIGHUP reloads like POST /-/reload (installed once the loop runs)."""
-
-    def on_hup(*_: Any) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        loop.call_soon_threadsafe(reload)
-
-    signal.signal(signal.SIGHUP, on_hup)
+    return run_server(args)
 
 
 def check_config(args: argparse.Namespace) -> int:
+    """Every problem of the config, its templates, and what it needs of this machine."""
     from amfeishu import generation
 
     try:
         config = generation.build(lambda: load_config(args.path)).config
+        problems, source = machine.check(config), config.source
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"{exc.source}: {problem}", file=sys.stderr)
-        print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
+        problems, source = exc.problems, exc.source
+        if exc.partial is not None:  # the machine's problems too, unless a key has one already
+            named = {problem.partition(":")[0] for problem in problems}
+            more = machine.check(exc.partial)
+            problems += [p for p in more if p.partition(":")[0] not in named]
+    if problems:
+        for problem in problems:
+            print(f"{source}: {problem}", file=sys.stderr)
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
         return 1
     if args.print_config:
         from amfeishu.config.redact import masked_yaml
@@ -172,6 +89,8 @@ def render(args: argparse.Namespace) -> int:
     target = config.targets.get(args.target)
     if target is None:
         return _fail(f"unknown target {args.target!r} (known: {', '.join(config.targets)})")
+    if args.storm:
+        return _render_storm(notification, target, renderer_for(config), html=args.html)
     rendered = renderer_for(config).render(notification, target)
     if rendered.error:
         print(
@@ -184,6 +103,25 @@ def render(args: argparse.Namespace) -> int:
     else:
         print(json.dumps(rendered.message, ensure_ascii=False, indent=2))
     return 0 if rendered.error is None else 1
+
+
+def _render_storm(notification: Any, target: Any, renderer: Any, *, html: bool) -> int:
+    """What a storm sends for these alerts: the digests, filled up to the size limit."""
+    from amfeishu.cards import plan
+
+    groups = [{0: {i}} for i in range(len(notification.alerts))]
+    cards = plan.storm(notification, groups, target, renderer, backlog=len(notification.alerts))
+    errors = [c.template_error for c in cards if c.template_error]
+    for error in dict.fromkeys(errors):
+        print(f"amfeishu: template failed, showing the safe digest: {error}", file=sys.stderr)
+    if html:
+        from amfeishu.cards.html import card_html
+
+        for i, card in enumerate(cards, 1):
+            print(card_html(card.message, title=f"{target.name}: storm digest {i}/{len(cards)}"))
+    else:
+        print(json.dumps([c.message for c in cards], ensure_ascii=False, indent=2))
+    return 1 if errors else 0
 
 
 def _event_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -228,6 +166,8 @@ def send(args: argparse.Namespace) -> int:
     from amfeishu.generation import renderer_for
 
     renderer = renderer_for(config)
+    if target.app is not None:
+        return asyncio.run(_send_app(config, target, target.app, notification, renderer))
     groups = [{0: {i}} for i in range(len(notification.alerts))]
     cards = plan.plan(
         notification, groups, target, renderer, max_per_card=config.grouping.max_alerts_per_card
@@ -244,19 +184,8 @@ def send(args: argparse.Namespace) -> int:
         worst = 0
         try:
             for card in cards:
-                answer = await sink.send(card.message)
-                print(
-                    json.dumps(
-                        {
-                            "outcome": answer.outcome.value,
-                            "code": answer.code,
-                            "http_status": answer.http_status,
-                            "message": answer.message,
-                            **({"fix": answer.fix} if answer.fix else {}),
-                        },
-                        ensure_ascii=False,
-                    )
-                )
+                answer = await sink.send(card)
+                _print_answer(answer)
                 if answer.outcome is not Outcome.DELIVERED:
                     worst = 1
         finally:
@@ -264,6 +193,56 @@ def send(args: argparse.Namespace) -> int:
         return worst
 
     return asyncio.run(deliver())
+
+
+def _print_answer(answer: Answer) -> None:
+    shown = {
+        "outcome": answer.outcome.value,
+        "code": answer.code,
+        "http_status": answer.http_status,
+        "message": answer.message,
+        **({"fix": answer.fix} if answer.fix else {}),
+    }
+    print(json.dumps(shown, ensure_ascii=False))
+
+
+async def _send_app(
+    config: Config, target: Any, delivery: AppDelivery, notification: Any, renderer: Any
+) -> int:
+    """One card through the target's app, recorded like serve records it (clicks work)."""
+    from amfeishu.backend.base import Entry
+    from amfeishu.backend.open import open_cards
+    from amfeishu.cards import plan
+    from amfeishu.cards.actions import app_context, group_id
+    from amfeishu.cards.text import zone
+    from amfeishu.feishu.openapi import FeishuApp
+    from amfeishu.sinks import AppSink
+
+    now = time.time()
+    # a fresh entry id per run: each `send` is a new delivery, not a resend (the uuid)
+    body = json.dumps(notification.to_dict()).encode()
+    entry = Entry(int(now * 1000), target.name, body, "", "", now)
+    group = group_id(notification.group_key)
+    firing = any(a.firing for a in notification.alerts)
+    tz = zone(target.timezone)
+    app = app_context(None, delivery, target.name, group, target.language, tz, firing, now)
+    card, _ = plan.group_card([plan.Queued(entry, notification)], target, renderer, app)
+    if card is None:
+        return _fail("nothing to send: the payload has no alert the target wants")
+    settings = config.apps[delivery.app]
+    client = FeishuApp(
+        settings.app_id, settings.app_secret.get(), settings.base_url,
+        timeout=config.delivery.timeout,
+    )  # fmt: skip
+    cards = open_cards(config)
+    await cards.open()
+    try:
+        answer = await AppSink(client, delivery, target.name, cards, Unlimited()).send(card)
+    finally:
+        await cards.close()
+        await client.aclose()
+    _print_answer(answer)
+    return 0 if answer.ok else 1
 
 
 def _send_to_server(args: argparse.Namespace, body: Any, *, event: bool) -> int:

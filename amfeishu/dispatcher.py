@@ -16,20 +16,21 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from cachetools import TTLCache
-
-from amfeishu.backend.base import Backend, Entry, StorageError
-from amfeishu.config.types import Target
+from amfeishu.backend.base import PENDING, Backend, Entry, StorageError
+from amfeishu.backend.cards import CardRegistry, MemoryCards
+from amfeishu.config.types import AppDelivery, Config, RateLimit, Target
+from amfeishu.feishu.openapi import FeishuApp
 from amfeishu.feishu.webhook import FeishuClient
 from amfeishu.generation import Generation
 from amfeishu.metrics import Metrics
-from amfeishu.ratelimit import Limiter
-from amfeishu.sinks import PreviewSink, Sink, WebhookSink
+from amfeishu.ratelimit import AllOf, Limiter
+from amfeishu.sinks import AppSink, PreviewSink, Sink, WebhookSink
 from amfeishu.worker import MAX_IN_MEMORY, Clock, Needs, RecentCard, TargetWorker
 
 log = logging.getLogger("amfeishu.delivery")
 POLL_INTERVAL = 2.0  # how often replayed dead letters are picked up from storage
 PURGE_AFTER = 86400.0  # delivered rows kept this long (at least the dedup ttl)
+APP_RATE = RateLimit(per_second=50, per_minute=1000)  # per Feishu app, all its targets
 
 
 class Dispatcher:
@@ -40,6 +41,7 @@ class Dispatcher:
         client: FeishuClient,
         metrics: Metrics,
         clock: Clock | None = None,
+        cards: CardRegistry | None = None,
     ) -> None:
         self.generation = generation
         self.backend = backend
@@ -48,6 +50,8 @@ class Dispatcher:
         self.metrics = metrics
         self.recent_cards: deque[RecentCard] = deque(maxlen=50)
         self.stopping = False
+        self.cards = cards or MemoryCards()
+        self._apps: dict[tuple[str, str, str], FeishuApp] = {}
         self._needs = Needs(
             outbox=backend.outbox,
             dedup=backend.dedup,
@@ -57,23 +61,68 @@ class Dispatcher:
             recent=self.recent_cards,
             clock=clock or Clock(),
             stopping=lambda: self.stopping,
+            cards=self.cards,
         )
         self._limiters: dict[str, Limiter] = {}
         self._workers: dict[str, TargetWorker] = {}
-        self._seen: TTLCache[tuple[int, float], bool] = TTLCache(maxsize=1_000_000, ttl=7 * 86400)
+        # Pending entries left in the outbox: of no configured target (warned once; a reload
+        # may bring the target back), or unreadable (logged once).
+        self._warned: set[int] = set()
+        self._unreadable: set[int] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
-    def sink_for(self, target: Target) -> Sink:
+    def sink_for(self, target: Target, config: Config) -> Sink:
+        if target.app is not None:
+            return self._app_sink(target, target.app, config)
         if target.webhook is None:
             return PreviewSink(target.name)
         return WebhookSink(self.client, target.webhook, target.secret, self._limiter(target))
 
+    def _app_sink(self, target: Target, delivery: AppDelivery, config: Config) -> Sink:
+        app = config.apps[delivery.app]  # the batch's config, which checked that it exists
+        key = (app.app_id, app.app_secret.get(), app.base_url)
+        client = self._apps.get(key)
+        if client is None:
+            refreshes = self.metrics.token_refreshes
+
+            def counted(ok: bool, name: str = app.name) -> None:
+                refreshes.labels(name, "ok" if ok else "failed").inc()
+
+            client = FeishuApp(
+                app.app_id,
+                app.app_secret.get(),
+                app.base_url,
+                timeout=config.delivery.timeout,
+                on_token_fetch=counted,
+            )
+            self._apps[key] = client
+        # Feishu limits sends per chat or person (5/s, whoever sends) and per app (50/s and
+        # 1,000/min): https://open.feishu.cn/document/server-docs/im-v1/message/create
+        receiver = f"app:{app.app_id}:{delivery.receive_id_type}:{delivery.receive_id}"
+        limiter = AllOf(
+            self._limiter_for(receiver, target.rate_limit),
+            self._limiter_for(f"app:{app.app_id}", APP_RATE),
+        )
+        updates = self.metrics.card_updates
+        return AppSink(
+            client,
+            delivery,
+            target.name,
+            self.cards,
+            limiter,
+            delivery_language="en" if target.language == "en" else "zh",
+            on_update=lambda result: updates.labels(target.name, result).inc(),
+        )
+
     def _limiter(self, target: Target) -> Limiter:
         """Shared by every target that posts to the same bot: Feishu limits per bot."""
         bot = target.webhook.get() if target.webhook else target.name
-        key = f"{bot}|{target.rate_limit}"
+        return self._limiter_for(bot, target.rate_limit)
+
+    def _limiter_for(self, bot: str, rate: RateLimit) -> Limiter:
+        key = f"{bot}|{rate}"
         if key not in self._limiters:
-            self._limiters[key] = self.backend.limiter(bot, target.rate_limit)
+            self._limiters[key] = self.backend.limiter(bot, rate)
         return self._limiters[key]
 
     def worker(self, name: str) -> TargetWorker:
@@ -88,6 +137,7 @@ class Dispatcher:
 
     def reconcile(self) -> None:
         """After a reload: every configured target has a live worker."""
+        self._warned.clear()  # their targets may be back: read them again
         for name in self.generation().config.targets:
             self.worker(name)
 
@@ -104,28 +154,37 @@ class Dispatcher:
         self._tasks.append(loop.create_task(self._housekeeping()))
 
     async def _consume(self) -> None:
-        """Shared outbox: claim new entries, and those a dead replica left behind."""
+        """Shared outbox: claim new entries, and those a dead replica left behind, while
+        the workers have room: each holds a bounded window, as with a local outbox."""
         while not self.stopping:
+            targets = list(self.generation().config.targets)
+            room = {t: max(0, MAX_IN_MEMORY - len(self.worker(t).queue)) for t in targets}
             try:
-                entries = await self.outbox.claim(list(self.generation().config.targets))
+                entries = await self.outbox.claim(targets, room)
             except StorageError as exc:
                 log.error("cannot read the shared outbox: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
             self.submit(entries)
 
+    def _held(self, entry: Entry) -> bool:
+        worker = self._workers.get(entry.target)
+        return worker is not None and entry.id in worker.queue
+
     def submit(self, entries: list[Entry], *, from_storage: bool = False) -> None:
         targets = self.generation().config.targets
         for entry in entries:
-            seen = (entry.id, entry.received_at)
-            if seen in self._seen:
+            # Finished since it was listed, or with its worker already (read back while
+            # it was being queued, or handed out again by a shared outbox): never twice.
+            if entry.state != PENDING or self._held(entry) or entry.id in self._unreadable:
                 continue
             if entry.target not in targets:
-                self._seen[seen] = True
-                log.warning(
-                    "pending notification for unknown target kept in the outbox",
-                    extra={"request_id": entry.trace_id, "target": entry.target},
-                )
+                if entry.id not in self._warned:
+                    self._warned.add(entry.id)
+                    log.warning(
+                        "pending notification for unknown target kept in the outbox",
+                        extra={"request_id": entry.trace_id, "target": entry.target},
+                    )
                 continue
             worker = self.worker(entry.target)
             if not self.backend.shared and not from_storage and worker.full:
@@ -134,8 +193,9 @@ class Dispatcher:
                 worker.overflow = True
                 worker.stored += 1
                 continue
-            self._seen[seen] = True
             worker.add(entry)
+            if entry.id not in worker.queue:  # unreadable (logged): left in the outbox
+                self._unreadable.add(entry.id)
 
     async def _housekeeping(self) -> None:
         """Picks up replayed dead letters, refreshes gauges, forgets old deliveries."""
@@ -158,8 +218,10 @@ class Dispatcher:
     async def _pick_up_stored(self) -> None:
         """Pending rows not in memory: replays, a previous run's, or a worker's overflow."""
         unknown: dict[str, list[int]] = {}
-        for entry_id, received, target in await self.outbox.pending_refs():  # oldest first
-            if (entry_id, received) not in self._seen:
+        skip = self._unreadable | self._warned
+        for entry_id, _, target in await self.outbox.pending_refs():  # oldest first
+            worker = self._workers.get(target)
+            if (worker is None or entry_id not in worker.queue) and entry_id not in skip:
                 unknown.setdefault(target, []).append(entry_id)
         wanted: list[int] = []
         for name, worker in self._workers.items():
@@ -190,3 +252,5 @@ class Dispatcher:
         for task in [*running, *self._tasks]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for client in self._apps.values():
+            await client.aclose()

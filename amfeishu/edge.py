@@ -14,8 +14,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+import msgspec
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from amfeishu.config.types import Auth
@@ -32,10 +33,15 @@ class HTTPError(Exception):
         self.message = message
 
 
-def error_response(
-    status: int, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+def json_response(
+    content: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """JSONResponse's body (compact, UTF-8), encoded by msgspec: a few µs less per answer."""
+    return Response(msgspec.json.encode(content), status, headers, "application/json")
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response({"error": message}, status, headers)
 
 
 def credentials_ok(auth: Auth, header: str | None) -> bool:
@@ -92,6 +98,17 @@ class Traced:
         self.app = app
         self.endpoint = endpoint
         self.metrics = metrics
+        self._counted: dict[int, Any] = {}  # status → its requests child (labels() locks)
+        self._counted_in: object = None  # the Metrics those children belong to
+
+    def _count(self, status: int) -> None:
+        metrics = self.metrics()
+        if self._counted_in is not metrics:
+            self._counted, self._counted_in = {}, metrics
+        child = self._counted.get(status)
+        if child is None:
+            child = self._counted[status] = metrics.requests.labels(self.endpoint, str(status))
+        child.inc()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -126,7 +143,7 @@ class Traced:
                 error = HTTPError(500, "internal error; see the amfeishu log")
                 await self._answer(scope, receive, send_traced, error, started)
             finally:
-                self.metrics().requests.labels(self.endpoint, str(status)).inc()
+                self._count(status)
 
     async def _answer(
         self, scope: Scope, receive: Receive, send: Send, error: HTTPError, started: bool
@@ -144,18 +161,38 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 async def read_json(request: Request, limit: int) -> Any:
     """The body as JSON, or HTTPError 413/400; never reads past the limit."""
-    declared = request.headers.get("content-length")
+    return decode_json(await read_body(request, limit))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body's bytes, or HTTPError 413 (over the limit) / 400 (empty).
+
+    Reads the ASGI messages itself: Request.stream() costs a few µs more per request.
+    """
+    declared = _header(request.scope, b"content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise HTTPError(413, f"body is {declared} bytes, more than the limit of {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise HTTPError(413, f"body is more than the limit of {limit} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+        if chunk:
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if not raw.strip():
         raise HTTPError(400, "body is empty; expected an Alertmanager webhook payload (JSON)")
+    return raw
+
+
+def decode_json(raw: bytes) -> Any:
+    """UTF-8 JSON → Python values, or HTTPError 400 saying what is wrong and where."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

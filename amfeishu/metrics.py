@@ -1,13 +1,33 @@
 """The Prometheus metrics (README.md, "Metrics").
 
-Labels carry target names, never URLs or secrets.
+Labels carry target names, never URLs or secrets. Besides amfeishu's own, each
+registry carries the standard process_* and python_* collectors (memory and
+CPU are watched in production), and no `_created` series.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+import os
+import platform
+from collections.abc import Mapping
+
+import prometheus_client
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from amfeishu import __version__
+
+# Once per process, before any metric exists: a `_created` series per counter
+# doubles the scrape and nobody queries it.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class Metrics:
@@ -15,6 +35,9 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.alerts_received = Counter(
             "amfeishu_alerts_received", "Alerts received, by target.", ["target"], registry=r
         )
@@ -40,6 +63,24 @@ class Metrics:
             registry=r,
         )
         self.cards = Counter("amfeishu_cards_sent", "Cards delivered.", ["target"], registry=r)
+        self.card_updates = Counter(
+            "amfeishu_card_updates",
+            "App cards updated in place, by result (delivered, retry, gone, …).",
+            ["target", "result"],
+            registry=r,
+        )
+        self.callbacks = Counter(
+            "amfeishu_callbacks",
+            "Card button clicks by app, action and result (done, failed, unknown).",
+            ["app", "action", "result"],
+            registry=r,
+        )
+        self.token_refreshes = Counter(
+            "amfeishu_token_refreshes",
+            "Feishu app tenant_access_token fetches by app and result (ok, failed).",
+            ["app", "result"],
+            registry=r,
+        )
         self.latency = Histogram(
             "amfeishu_delivery_latency_seconds",
             "From receipt to Feishu's code == 0.",
@@ -84,4 +125,13 @@ class Metrics:
         self.config_hash = Gauge(
             "amfeishu_config_hash", "Hash of the loaded configuration.", registry=r
         )
-        Info("amfeishu_build", "Build information.", registry=r).info({"version": __version__})
+        Info("amfeishu_build", "Build information.", registry=r).info(build_labels(os.environ))
+
+
+def build_labels(env: Mapping[str, str]) -> dict[str, str]:
+    """amfeishu_build_info's labels; the image build passes its commit as AMFEISHU_REVISION."""
+    return {
+        "version": __version__,
+        "revision": env.get("AMFEISHU_REVISION") or "unknown",
+        "python_version": platform.python_version(),
+    }

@@ -2,14 +2,22 @@
 
 Parsing is strict about types (a wrong type is a 400 naming the field) and
 lenient about what Alertmanager may add later (unknown keys are ignored).
+
+Two parsers, one meaning: `decode_notification` (msgspec, https://jcristharif.com/msgspec/,
+straight from the received bytes) is the fast path; it accepts only what
+`parse_notification` accepts, and answers None for anything else, so that
+`parse_notification` decides, and names the field when it refuses.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 SEVERITY_ORDER = ("critical", "warning", "info")
 _ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
@@ -262,3 +270,99 @@ def _default_group_key(group_labels: dict[str, str], alerts: tuple[Alert, ...]) 
         inner = ",".join(f'{k}="{v}"' for k, v in sorted(group_labels.items()))
         return "{}:{" + inner + "}"
     return "fingerprints:" + ",".join(sorted(a.fingerprint for a in alerts))
+
+
+class _AlertIn(msgspec.Struct, gc=False):
+    """An alert exactly as parse_alert accepts it (null for an optional string is '')."""
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str] | None = None
+    starts_at: str | None = msgspec.field(default=None, name="startsAt")
+    ends_at: str | None = msgspec.field(default=None, name="endsAt")
+    generator_url: str | None = msgspec.field(default=None, name="generatorURL")
+    fingerprint: str | None = None
+
+
+class _BodyIn(msgspec.Struct, gc=False):
+    """A webhook body exactly as parse_notification accepts it."""
+
+    alerts: Annotated[list[_AlertIn], msgspec.Meta(min_length=1)]
+    status: Literal["firing", "resolved", ""] | None = None
+    receiver: str | None = None
+    group_key: str | None = msgspec.field(default=None, name="groupKey")
+    group_labels: dict[str, str] | None = msgspec.field(default=None, name="groupLabels")
+    common_labels: dict[str, str] | None = msgspec.field(default=None, name="commonLabels")
+    common_annotations: dict[str, str] | None = msgspec.field(
+        default=None, name="commonAnnotations"
+    )
+    external_url: str | None = msgspec.field(default=None, name="externalURL")
+    truncated_alerts: int | None = msgspec.field(default=None, name="truncatedAlerts")
+    version: str = "4"
+    amfeishu: Any = None
+
+
+_BODY = msgspec.json.Decoder(_BodyIn)
+
+
+def decode_notification(raw: bytes) -> Notification | None:
+    """The received bytes → Notification, fast; None when parse_notification must decide
+    (it refuses, naming the field, or takes what msgspec is stricter about, like NaN)."""
+    try:
+        raw.decode()  # msgspec checks the UTF-8 of what it decodes, not of what it skips
+        body = _BODY.decode(raw)
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+        return None
+    alerts = []
+    for a in body.alerts:
+        starts, ends = a.starts_at or "", a.ends_at or ""
+        if (starts and not _RFC3339.match(starts)) or (ends and not _RFC3339.match(ends)):
+            return None
+        labels = a.labels
+        alerts.append(
+            Alert(
+                a.status,
+                labels,
+                a.annotations or {},
+                starts,
+                ends,
+                a.generator_url or "",
+                a.fingerprint or _fingerprint(labels),
+            )
+        )
+    found = tuple(alerts)
+    group_labels = body.group_labels or {}
+    extra = body.amfeishu
+    return Notification(
+        status=body.status or ("firing" if any(a.firing for a in found) else "resolved"),
+        receiver=body.receiver or "",
+        group_key=body.group_key or _default_group_key(group_labels, found),
+        group_labels=group_labels,
+        common_labels=body.common_labels or {},
+        common_annotations=body.common_annotations or {},
+        external_url=body.external_url or "",
+        alerts=found,
+        truncated_alerts=max(0, body.truncated_alerts or 0),
+        version=body.version,
+        extra=dict(extra) if isinstance(extra, dict) else {},
+    )
+
+
+def parse_stored(body: bytes) -> Notification:
+    """An outbox entry's stored JSON → Notification; ValueError when it is not one."""
+    notification = decode_notification(body)
+    if notification is None:
+        try:
+            notification = parse_notification(json.loads(body))
+        except RecursionError:
+            raise ValueError("nests too deeply to be a webhook payload") from None
+    return notification
+
+
+def encode_notification(notification: Notification) -> bytes:
+    """The JSON an outbox stores for a notification built here (not received whole)."""
+    data = notification.to_dict()
+    try:
+        return msgspec.json.encode(data)
+    except UnicodeEncodeError:  # a lone surrogate ("\\ud800" was valid JSON): keep it escaped
+        return json.dumps(data).encode()

@@ -104,3 +104,21 @@ class Unlimited:
 
     async def sent(self) -> None:
         return None
+
+
+class AllOf:
+    """Every one of several limits at once (a Feishu app: per chat and per app)."""
+
+    def __init__(self, *limiters: Limiter) -> None:
+        self.limiters = limiters
+
+    async def wait(self) -> None:
+        for limiter in self.limiters:
+            await limiter.wait()
+
+    async def acquire(self, on_wait: Callable[[float], None] | None = None) -> float:
+        return sum([await limiter.acquire(on_wait) for limiter in self.limiters])
+
+    async def sent(self) -> None:
+        for limiter in self.limiters:
+            await limiter.sent()

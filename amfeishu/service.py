@@ -17,7 +17,7 @@ import time
 from amfeishu import generation as generations
 from amfeishu import tls, watch
 from amfeishu.backend.base import Backend
-from amfeishu.backend.open import open_backend
+from amfeishu.backend.open import open_backend, open_cards
 from amfeishu.config.reader import ConfigError
 from amfeishu.config.types import Config
 from amfeishu.dispatcher import Dispatcher
@@ -43,6 +43,7 @@ class Service:
         self.loader = loader  # None: nothing to reload from (embedded default, tests)
         self.tls_flags = tls_flags  # set when serving HTTPS
         self.backend = backend or open_backend(generation.config)
+        self.cards = open_cards(generation.config)  # app targets' cards
         self.metrics = Metrics()
         self.metrics.config_hash.set(generations.config_hash(generation.config))
         self.dispatcher: Dispatcher | None = None
@@ -66,7 +67,10 @@ class Service:
         client = self._client or FeishuClient(timeout=config.delivery.timeout)
         self._client = client
         await self.backend.outbox.open()
-        self.dispatcher = Dispatcher(lambda: self.generation, self.backend, client, self.metrics)
+        await self.cards.open()
+        self.dispatcher = Dispatcher(
+            lambda: self.generation, self.backend, client, self.metrics, cards=self.cards
+        )
         await self.dispatcher.start()
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(time.time())
@@ -89,6 +93,7 @@ class Service:
             grace = self.config.delivery.timeout if self._grace is None else self._grace
             await self.dispatcher.stop(grace)
         await self.backend.outbox.close()
+        await self.cards.close()
         if self._own_client and self._client is not None:
             await self._client.aclose()
 

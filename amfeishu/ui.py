@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from amfeishu.app import guarded
+from amfeishu.cards.actions import sample_app_context
 from amfeishu.cards.html import card_fragment
 from amfeishu.cards.renderer import samples_dir
 from amfeishu.cards.sets import STORM_FILE
@@ -111,6 +112,7 @@ def ui_routes(service: Service) -> list[BaseRoute]:
                 "language": t.language,
                 "msg_type": "cardkit" if t.card_template_id else t.msg_type,
                 "preview": t.preview,
+                "app": t.app is not None,
                 "files": renderer.template_names(t.template),
             }
             for t in current.config.targets.values()
@@ -161,10 +163,17 @@ def ui_routes(service: Service) -> list[BaseRoute]:
                     target,
                 )
             elif source is None:
-                rendered = await run_in_threadpool(renderer.render, notification, target)
+                app = sample_app_context(target)  # an app target: its buttons and state lines
+                rendered = await run_in_threadpool(
+                    partial(renderer.render, app=app), notification, target
+                )
             else:
                 rendered = await run_in_threadpool(
-                    renderer.render_source, notification, target, str(file), source
+                    partial(renderer.render_source, app=sample_app_context(target)),
+                    notification,
+                    target,
+                    str(file),
+                    source,
                 )
         line = _LINE.search(rendered.error or "")
         return _json(

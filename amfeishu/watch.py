@@ -146,17 +146,23 @@ async def watch(
         f" and {where[1]}" if where[1] else "",
         interval,
     )
+    pending: str | None = None  # new content seen once: reloaded when the next poll agrees
     while True:
         await asyncio.sleep(interval)
         try:
             where = await asyncio.to_thread(watched, current())  # templates.dir may move
             now = await asyncio.to_thread(signature, *where)
-            if now == seen:
+            if now == seen and pending is None:
                 continue
             seen = now
             new = await asyncio.to_thread(digest, *where)
             if new == content:
+                pending = None  # a passing state (half a ConfigMap swap) that went away
                 continue
+            if new != pending:  # wait a poll: an editor's save or a swap may be half-done
+                pending = new
+                continue
+            pending = None
             content = new
             log.info("config or templates changed on disk; reloading")
             problems = reload()

@@ -21,28 +21,27 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from amfeishu.backend.base import DEAD, DELIVERED, DUPLICATE, Entry, Outbox, StorageError
+from amfeishu.backend.cards import CardRegistry, MemoryCards
 from amfeishu.cards import plan
+from amfeishu.cards.actions import app_context, group_id
 from amfeishu.cards.plan import Card, Queued
-from amfeishu.cards.sets import digests
-from amfeishu.config.types import Target
+from amfeishu.cards.text import zone
+from amfeishu.config.types import Config, Target
 from amfeishu.dedup import Dedup
 from amfeishu.feishu.answers import Answer, Outcome
-from amfeishu.feishu.webhook import MAX_BODY_BYTES
 from amfeishu.generation import Generation
 from amfeishu.logs import short_id
 from amfeishu.metrics import Metrics
-from amfeishu.models import parse_notification
+from amfeishu.models import parse_stored
 from amfeishu.sinks import Sink
+from amfeishu.storm_mode import StormMode
 
 log = logging.getLogger("amfeishu.delivery")
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 30.0
-MAX_IN_MEMORY = 5000  # notifications per target held parsed in memory (≈25 KB each)
+MAX_IN_MEMORY = 5000  # notifications per target held in memory (≈4 KB each: their bytes)
 CARDS_PER_BATCH = 5  # cards planned at a time (Feishu allows 5/s per bot)
-STORM_SECONDS = 10.0  # a backlog the bot cannot send in this long at the normal card size …
-STORM_MAX_ALERTS = 20_000  # … is sent as digests, this many alerts planned at a time
-STORM_LINGER = 5.0  # seconds a digest that is not full waits for more alerts to fill it
-STORM_FULL = 0.8  # of the size limit: a digest this big goes out at once
+_REFUSED = (Outcome.TOO_LARGE, Outcome.BAD_CARD)
 
 
 @dataclass
@@ -70,10 +69,11 @@ class Needs:
     dedup: Dedup
     metrics: Metrics
     generation: Callable[[], Generation]  # the current one; read once per batch
-    sink_for: Callable[[Target], Sink]
+    sink_for: Callable[[Target, Config], Sink]  # the target's sink, as this config has it
     recent: deque[RecentCard] = field(default_factory=lambda: deque(maxlen=50))
     clock: Clock = field(default_factory=Clock)
     stopping: Callable[[], bool] = lambda: False
+    cards: CardRegistry = field(default_factory=MemoryCards)  # app targets' cards
 
 
 class TargetWorker:
@@ -87,17 +87,18 @@ class TargetWorker:
         self.task: asyncio.Task[None] | None = None
         self.failures = 0
         self.retry_at = 0.0
-        self.storming = False  # sending digests until the backlog is gone
-        self.hold_until = 0.0  # wall clock: a digest that is not full waits until then
+        self.storm = StormMode(name)
         self._reported: set[int | None] = set()  # permanent codes already explained in the log
 
     def add(self, entry: Entry) -> None:
-        try:
-            notification = entry.notification or parse_notification(entry.payload)
-        except ValueError as exc:  # stored by an older version or edited by hand
-            log.error("unreadable outbox entry %s: %s", entry.id, exc)
-            return
-        self.queue[entry.id] = Queued(entry, notification)
+        count = entry.alerts  # known when this process's receiver parsed it
+        if not count:
+            try:  # read back from storage: parsed once to check it, again when batched
+                count = len(parse_stored(entry.body).alerts)
+            except ValueError as exc:  # stored by an older version or edited by hand
+                log.error("unreadable outbox entry %s: %s", entry.id, exc)
+                return
+        self.queue[entry.id] = Queued(entry, alerts=count)
         self.show_depth()
         self.wake.set()
 
@@ -132,7 +133,7 @@ class TargetWorker:
             oldest = min(q.entry.received_at for q in self.queue.values())
             await self._pause(oldest + config.grouping.wait - clock.wall())
             await self._pause(self.retry_at - clock.monotonic())
-            await self._pause(self.hold_until - clock.wall())
+            await self._pause(self.storm.hold_until - clock.wall())
             if self.needs.stopping():
                 return
             try:
@@ -147,32 +148,51 @@ class TargetWorker:
         target = generation.config.targets.get(self.name)
         if target is None:
             return
-        sink = self.needs.sink_for(target)
+        sink = self.needs.sink_for(target, generation.config)
         await sink.limiter.wait()  # meanwhile arrivals keep merging
         backlog = self._backlog()
-        storm = self._storm(target, generation, backlog)
-        batch = self._storm_batch() if storm else self._next_batch(generation)
+        per_card = generation.config.grouping.max_alerts_per_card
+        storm = self.storm.check(target, per_card, backlog)
+        batch = self.storm.batch(self.queue.values()) if storm else self._next_batch(generation)
         items = await self._drop_duplicates(batch)
         if not items:
+            return
+        # The footer shows the first request's trace id, to find this card in the logs.
+        trace = short_id(items[0].entry.trace_id)
+        renderer = generation.renderer
+        max_per_card = generation.config.grouping.max_alerts_per_card
+        safe = any(q.safe_only for q in items)
+        if target.app is not None:  # one card per alert group, updated in place
+            cards = await self._group_cards(items, target, generation, trace)
+            await self._send_all(cards, items, target, sink, generation, backlog, trace)
             return
         notification, groups, skipped = plan.merge(items, target.send_resolved)
         if skipped:
             await self._conveyed(items, skipped, "skipped")
         if notification is None:
             return
-        # The footer shows the first request's trace id, to find this card in the logs.
-        trace = short_id(items[0].entry.trace_id)
         notification = replace(notification, extra={**notification.extra, "trace_id": trace})
-        renderer = generation.renderer
-        max_per_card = generation.config.grouping.max_alerts_per_card
-        safe = any(q.safe_only for q in items)
         if storm:
             cards = plan.storm(notification, groups, target, renderer, backlog=backlog, safe=safe)
-            self._hold_back_partial(cards, items)
+            self.storm.hold_back_partial(cards, items, self.needs.clock.wall())
         else:
             cards = plan.plan(
                 notification, groups, target, renderer, max_per_card=max_per_card, safe=safe
             )
+        await self._send_all(cards, items, target, sink, generation, backlog, trace)
+
+    async def _send_all(
+        self,
+        cards: list[Card],
+        items: list[Queued],
+        target: Target,
+        sink: Sink,
+        generation: Generation,
+        backlog: int,
+        trace: str,
+    ) -> None:
+        """Send planned cards in order; what Feishu answers decides what happens next."""
+        renderer = generation.renderer
         while cards:
             card = cards.pop(0)
             waited = await sink.limiter.acquire(lambda _: self._count_wait())
@@ -188,6 +208,15 @@ class TargetWorker:
             await self._answered(sink)
             if answer.outcome is Outcome.DELIVERED:
                 await self._conveyed(items, card.covers, "delivered")
+            elif card.group is not None and not card.safe and answer.outcome in _REFUSED:
+                # An app card too large or refused: smaller (or the safe card), still one card.
+                members = [q for q in items if q.entry.id in card.covers]
+                safe = answer.outcome is Outcome.BAD_CARD
+                for q in members:
+                    q.safe_only = q.safe_only or safe
+                budget = card.size // 2 if not safe else plan.APP_CARD_BYTES
+                more = await self._group_cards(members, target, generation, trace, budget=budget)
+                cards[:0] = more
             elif answer.outcome is Outcome.TOO_LARGE and card.digest:
                 half = card.size // 2  # Feishu measures differently: halve until it fits
                 cards[:0] = plan.storm(
@@ -220,6 +249,38 @@ class TargetWorker:
             else:
                 await self._give_up(items, card, answer)
 
+    async def _group_cards(
+        self,
+        items: list[Queued],
+        target: Target,
+        generation: Generation,
+        trace: str,
+        *,
+        budget: int = plan.APP_CARD_BYTES,
+    ) -> list[Card]:
+        """An app target's cards: one per alert group, showing what people did on it."""
+        delivery = target.app
+        assert delivery is not None  # only app targets come here
+        tz = zone(target.timezone)
+        cards = []
+        for members in plan.by_group(items):
+            group = group_id(members[-1].notification.group_key)
+            record = await self.needs.cards.get(target.name, group)
+            firing = any(a.firing for q in members for _, a in q.remaining)
+            now = self.needs.clock.wall()
+            app = app_context(
+                record, delivery, target.name, group, target.language, tz, firing, now
+            )
+            safe = any(q.safe_only for q in members)
+            card, skipped = plan.group_card(
+                members, target, generation.renderer, app, safe=safe, budget=budget, trace=trace
+            )
+            if skipped:
+                await self._conveyed(members, skipped, "skipped")
+            if card is not None:
+                cards.append(card)
+        return cards
+
     async def _answered(self, sink: Sink) -> None:
         """The limiter counts the send from now: safe however late the request left."""
         try:
@@ -229,47 +290,8 @@ class TargetWorker:
 
     def _backlog(self) -> int:
         """Alerts waiting, in memory and in storage (as of the last poll)."""
-        held = sum(len(q.notification.alerts) - len(q.delivered) for q in self.queue.values())
+        held = sum(q.alerts - len(q.delivered) for q in self.queue.values())
         return held + self.stored
-
-    def _storm(self, target: Target, generation: Generation, backlog: int) -> bool:
-        """Digests from the moment the bot is ten seconds behind until the backlog is gone."""
-        if not digests(target):
-            self.storming = False
-        elif not self.storming:
-            rate = target.rate_limit
-            cards = min(rate.per_second * STORM_SECONDS, rate.per_minute)
-            self.storming = backlog > cards * generation.config.grouping.max_alerts_per_card
-            if self.storming:
-                log.warning(
-                    "storm: %d alerts waiting, more than the bot sends in %.0fs;"
-                    " sending digests until the backlog is gone",
-                    backlog,
-                    STORM_SECONDS,
-                    extra={"target": self.name},
-                )
-        return self.storming
-
-    def _storm_batch(self) -> list[Queued]:
-        batch: list[Queued] = []
-        budget = STORM_MAX_ALERTS
-        for q in self.queue.values():  # insertion order: oldest first
-            if batch and budget <= 0:
-                break
-            batch.append(q)
-            budget -= len(q.notification.alerts) - len(q.delivered)
-        return batch
-
-    def _hold_back_partial(self, cards: list[Card], items: list[Queued]) -> None:
-        """A last digest far from full waits a little for more alerts, unless it is old."""
-        self.hold_until = 0.0
-        if not cards or cards[-1].size >= STORM_FULL * MAX_BODY_BYTES:
-            return
-        covered = cards[-1].covers
-        oldest = min(q.entry.received_at for q in items if q.entry.id in covered)
-        if self.needs.clock.wall() < oldest + STORM_LINGER:
-            cards.pop()
-            self.hold_until = oldest + STORM_LINGER
 
     def _next_batch(self, generation: Generation) -> list[Queued]:
         """The oldest entries, up to about a second of cards at Feishu's 5/s.
@@ -283,7 +305,7 @@ class TargetWorker:
             if batch and budget <= 0:
                 break
             batch.append(q)
-            budget -= len(q.notification.alerts) - len(q.delivered)
+            budget -= q.alerts - len(q.delivered)
         return batch
 
     def _count_wait(self) -> None:
@@ -304,7 +326,7 @@ class TargetWorker:
         return keep
 
     async def _send(self, sink: Sink, card: Card, items: list[Queued]) -> Answer:
-        answer = await sink.send(card.message)
+        answer = await sink.send(card)
         code = "" if answer.code is None else str(answer.code)
         attempts = self.needs.metrics.attempts
         attempts.labels(self.name, answer.outcome.value, code, answer.reason.value).inc()
@@ -334,9 +356,8 @@ class TargetWorker:
 
     def _forget(self, q: Queued, outcome: str) -> None:
         self.queue.pop(q.entry.id, None)
-        if self.storming and not self.queue and not self.stored:
-            self.storming = False
-            log.info("storm over: back to normal cards", extra={"target": self.name})
+        if not self.queue and not self.stored:
+            self.storm.over()
         self.needs.metrics.notifications.labels(self.name, outcome).inc()
         self.show_depth()
         log.info(
@@ -346,7 +367,7 @@ class TargetWorker:
                 "request_id": q.entry.trace_id,
                 "target": self.name,
                 "outcome": outcome,
-                "alerts": len(q.notification.alerts),
+                "alerts": q.alerts,
                 "attempts": q.entry.attempts,
             },
         )

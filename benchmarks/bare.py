@@ -1,7 +1,7 @@
 """The baseline: a bare Starlette endpoint that only parses the JSON body, served by
 uvicorn with the same settings as `amfeishu serve` (one worker, no access log).
 
-    python -m benchmarks.bare --listen 127.0.0.1:8065
+    python -m benchmarks.bare --listen 127.0.0.1:8065 [--loop asyncio --http h11]
 """
 
 from __future__ import annotations
@@ -37,10 +37,19 @@ app = Starlette(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bare")
     p.add_argument("--listen", default="127.0.0.1:8065")
+    p.add_argument("--loop", default="auto", help="uvicorn's: auto (uvloop when installed)")
+    p.add_argument("--http", default="auto", help="uvicorn's: auto (httptools when installed)")
     args = p.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
     config = uvicorn.Config(
-        app, host=host, port=int(port), log_config=None, access_log=False, lifespan="on"
+        app,
+        host=host,
+        port=int(port),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        loop=args.loop,
+        http=args.http,
     )
     uvicorn.Server(config).run()
     return 0

@@ -64,13 +64,12 @@ def _process(cmd: list[str], ready_url: str | None) -> Iterator[subprocess.Popen
 
 
 @contextmanager
-def bare() -> Iterator[str]:
-    """The baseline endpoint's base URL."""
+def bare(*args: str) -> Iterator[str]:
+    """The baseline endpoint's base URL; `args` go to benchmarks.bare (--loop, --http)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with _process(
-        [sys.executable, "-m", "benchmarks.bare", "--listen", f"127.0.0.1:{port}"], f"{url}/-/ready"
-    ):
+    cmd = [sys.executable, "-m", "benchmarks.bare", "--listen", f"127.0.0.1:{port}", *args]
+    with _process(cmd, f"{url}/-/ready"):
         yield url
 
 

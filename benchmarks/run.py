@@ -3,6 +3,7 @@ run; the table is printed and written to benchmarks/results.md (about 6 minutes,
 of it the storm at the default 30 alerts per card draining at Feishu's 100/min).
 
     python -m benchmarks.run [--quick] [--output PATH]
+    python -m benchmarks.run --only throughput   # one benchmark; the table is printed only
 """
 
 from __future__ import annotations
@@ -11,19 +12,37 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks import bench_redis, latency, render, storm, throughput
 from benchmarks.report import Row, document, table
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
+ALONE: dict[str, Callable[[list[str]], list[Row]]] = {
+    "render": render.run,
+    "throughput": throughput.run,
+    "latency": latency.run,
+}
+
+
+def _alone(bench: Callable[[list[str]], list[Row]]) -> int:
+    notes: list[str] = []
+    print(table(bench(notes)))
+    print()
+    for note in notes:
+        print(f"- {note}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     p.add_argument("--quick", action="store_true", help="skip the 4-minute default storm")
     p.add_argument("--output", type=Path, default=RESULTS)
+    p.add_argument("--only", choices=sorted(ALONE), help="run one benchmark, write nothing")
     args = p.parse_args(argv)
+    if args.only:
+        return _alone(ALONE[args.only])
     started = time.monotonic()
     load_before = os.getloadavg()[0]
     rows: list[Row] = []

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
-from amfeishu.backend.base import DEAD, DELIVERED, DUPLICATE, PENDING, Entry, NewEntry
+from amfeishu.backend.base import DEAD, DELIVERED, DUPLICATE, PENDING, Entry, NewEntry, within_room
 
 
 class MemoryOutbox:
@@ -14,7 +14,8 @@ class MemoryOutbox:
 
     def __init__(self) -> None:
         self._rows: dict[int, Entry] = {}
-        self._next = 1
+        # Ids unique across restarts too: an app card's uuid is made of its entries' ids.
+        self._next = time.time_ns() // 1000
 
     async def open(self) -> None:
         return None
@@ -26,10 +27,10 @@ class MemoryOutbox:
         now = time.time()
         out = []
         for item in items:
-            entry = Entry(self._next, item.target, item.payload, item.dedup_key, item.trace_id, now)
+            entry = Entry(self._next, item.target, item.body, item.dedup_key, item.trace_id, now)
             self._rows[entry.id] = entry
             self._next += 1
-            out.append(replace(entry))  # callers get copies, as from the other stores
+            out.append(replace(entry, alerts=item.alerts))  # copies, as from the other stores
         return out
 
     def _select(self, state: str, target: str | None) -> list[Entry]:
@@ -45,10 +46,10 @@ class MemoryOutbox:
     async def pending_refs(self) -> list[tuple[int, float, str]]:
         return sorted((e.id, e.received_at, e.target) for e in self._select(PENDING, None))
 
-    async def claim(self, targets: list[str]) -> list[Entry]:
-        """One process is the only consumer: every pending entry of the targets."""
-        wanted = set(targets)
-        return [e for e in await self.pending() if e.target in wanted]
+    async def claim(self, targets: list[str], room: Mapping[str, int] | None = None) -> list[Entry]:
+        """One process is the only consumer: every pending entry of the targets (oldest
+        first, up to each target's room)."""
+        return within_room(await self.pending(), targets, room)
 
     async def by_ids(self, ids: Iterable[int]) -> list[Entry]:
         return [replace(self._rows[i]) for i in ids if i in self._rows]

@@ -9,6 +9,7 @@ config error here, at open, never an ImportError elsewhere.
 from __future__ import annotations
 
 from amfeishu.backend.base import Backend, Outbox
+from amfeishu.backend.cards import CardRegistry, MemoryCards, SQLiteCards
 from amfeishu.backend.memory import MemoryOutbox
 from amfeishu.backend.sqlite import SQLiteOutbox
 from amfeishu.config.reader import ConfigError
@@ -25,6 +26,17 @@ def open_backend(config: Config) -> Backend:
         dedup=DedupWindow(config.dedup.ttl, config.dedup.max_entries),
         limiter=_local_limiter,
     )
+
+
+def open_cards(config: Config) -> CardRegistry:
+    """Where app targets keep their cards: beside the outbox, in the same store."""
+    if config.storage.redis_url is not None:
+        from amfeishu.backend.redis_cards import RedisCards
+        from amfeishu.backend.redis_link import Link
+
+        return RedisCards(Link(config.storage.redis_url.get()))
+    path = config.storage.path
+    return MemoryCards() if path == ":memory:" else SQLiteCards(path)
 
 
 def open_outbox(path: str) -> Outbox:

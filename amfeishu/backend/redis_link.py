@@ -13,6 +13,8 @@ Every key lives under `amfeishu:` (`$P` in the Lua scripts):
     rate:<sha256>      a bot's sliding log of sends (key: the hash of its webhook)
     lease:<target>     which replica reads the target's stream
     replicas           zset of live replicas by heartbeat
+    card:<target>:<g>  an app target's card of alert group g (JSON, 30 days)
+    event:<id>         a Feishu callback event already handled (expires)
 
 Scripts that must hold across replicas use Redis's TIME: replicas' clocks may
 disagree, the server's does not.
@@ -64,6 +66,14 @@ def rate_key(bot: str) -> str:
 
 def lease_key(target: str) -> str:
     return PREFIX + "lease:" + target
+
+
+def card_key(target: str, group: str) -> str:
+    return f"{PREFIX}card:{target}:{group}"
+
+
+def event_key(event_id: str) -> str:
+    return PREFIX + "event:" + event_id
 
 
 def consumer_name() -> str:

@@ -9,10 +9,9 @@ The stream carries only the id: payload and state live in the hash, so `finish`,
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 from redis.exceptions import RedisError, ResponseError
@@ -136,7 +135,7 @@ def _entry(entry_id: str, row: dict[str, str]) -> Entry | None:
         return Entry(
             int(entry_id),
             row["target"],
-            json.loads(row.get("payload") or "{}"),
+            (row.get("payload") or "{}").encode(),
             row["dedup_key"],
             row["trace_id"],
             float(row["received_at"]),
@@ -223,14 +222,23 @@ class RedisOutbox:
         for at in range(0, len(items), PUT_BATCH):
             chunk = items[at : at + PUT_BATCH]
             args: list[Any] = [repr(now)]
-            for item in chunk:
-                payload = json.dumps(item.payload, ensure_ascii=False)
-                args += [item.target, payload, item.dedup_key, item.trace_id]
+            bodies = [item.body for item in chunk]  # stored as received
+            for item, body in zip(chunk, bodies, strict=True):
+                args += [item.target, body, item.dedup_key, item.trace_id]
             with self.link.errors():
                 first = int(await self._put(args=args))
             entries += [
-                Entry(first + k, i.target, i.payload, i.dedup_key, i.trace_id, now, updated_at=now)
-                for k, i in enumerate(chunk)
+                Entry(
+                    first + k,
+                    i.target,
+                    body,
+                    i.dedup_key,
+                    i.trace_id,
+                    now,
+                    updated_at=now,
+                    alerts=i.alerts,
+                )
+                for k, (i, body) in enumerate(zip(chunk, bodies, strict=True))
             ]
         return entries
 
@@ -308,11 +316,16 @@ class RedisOutbox:
                 await self._forget(keys=[stream_key(target)], args=[idle])
         return purged
 
-    async def claim(self, targets: list[str]) -> list[Entry]:
+    async def claim(self, targets: list[str], room: Mapping[str, int] | None = None) -> list[Entry]:
         """New entries of the targets whose lease this replica holds, and those another
-        consumer claimed and never acknowledged. Blocks up to about a second."""
+        consumer claimed and never acknowledged. Blocks up to about a second.
+
+        New entries are read only for targets with room (a worker's window): the rest
+        wait in the stream, for this replica later or for another one. Leases are
+        renewed for every target all the same: what this replica holds stays its own.
+        """
         try:
-            return await self._claim(targets)
+            return await self._claim(targets, room)
         except StorageError as exc:
             if "NOGROUP" in str(exc):  # Redis lost its data (restart without persistence)
                 self._groups.clear()
@@ -321,14 +334,15 @@ class RedisOutbox:
             log.exception("claiming from the shared outbox failed")  # must not end the loop
             raise StorageError(self.link.describe(exc)) from None
 
-    async def _claim(self, targets: list[str]) -> list[Entry]:
+    async def _claim(self, targets: list[str], room: Mapping[str, int] | None) -> list[Entry]:
         now = time.monotonic()
         fresh: list[str] = []
         if now >= self._renew_at:
             fresh = await self.leases.renew(targets, set(self._inflight.values()))
             self._renew_at = now + RENEW_EVERY
         held = [t for t in targets if t in self.leases.held]
-        if not held:
+        readable = [t for t in held if room is None or room.get(t, 0) > 0]
+        if not readable:
             await asyncio.sleep(max(0.05, self._renew_at - time.monotonic()))
             return []
         await self._ensure_groups(held)
@@ -341,10 +355,12 @@ class RedisOutbox:
                 found += await self._autoclaim(target, int(self.reclaim_after * 1000))
         if not found:
             block = int(max(0.05, min(BLOCK_MS / 1000, self._renew_at - time.monotonic())) * 1000)
-            streams: dict[Any, Any] = {stream_key(t): ">" for t in held}
+            streams: dict[Any, Any] = {stream_key(t): ">" for t in readable}
+            # One COUNT for every stream: the smallest room, so that no window overflows.
+            count = min([COUNT, *(room[t] for t in readable)]) if room is not None else COUNT
             with self.link.errors():
                 reply = await self.link.client.xreadgroup(
-                    GROUP, self.consumer, streams, count=COUNT, block=block
+                    GROUP, self.consumer, streams, count=count, block=block
                 )
             # decode_responses: [[stream, [(sid, {field: value})]]]
             read = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]], reply or [])

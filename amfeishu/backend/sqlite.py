@@ -8,14 +8,22 @@ receiver's throughput.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from amfeishu.backend.base import DEAD, DELIVERED, DUPLICATE, PENDING, Entry, NewEntry, StorageError
+from amfeishu.backend.base import (
+    DEAD,
+    DELIVERED,
+    DUPLICATE,
+    PENDING,
+    Entry,
+    NewEntry,
+    StorageError,
+    within_room,
+)
 
 T = TypeVar("T")
 
@@ -41,7 +49,8 @@ _COLUMNS = (
 
 
 def _row(row: tuple[Any, ...]) -> Entry:
-    return Entry(row[0], row[1], json.loads(row[2]), *row[3:])
+    body = row[2]
+    return Entry(row[0], row[1], body.encode() if isinstance(body, str) else body, *row[3:])
 
 
 class SQLiteOutbox:
@@ -101,6 +110,8 @@ class SQLiteOutbox:
         if not self._flushing:
             self._flushing = True
             self._flush_task = loop.create_task(self._flush())
+        if len(futures) == 1:  # the usual request: no gathering future to build
+            return [await futures[0]]
         return list(await asyncio.gather(*futures))
 
     async def _flush(self) -> None:
@@ -142,10 +153,10 @@ class SQLiteOutbox:
         sql = "SELECT id, received_at, target FROM outbox WHERE state = ? ORDER BY id"
         return await self._run(lambda db: list(db.execute(sql, (PENDING,))))
 
-    async def claim(self, targets: list[str]) -> list[Entry]:
-        """One process is the only consumer: every pending entry of the targets."""
-        wanted = set(targets)
-        return [e for e in await self.pending() if e.target in wanted]
+    async def claim(self, targets: list[str], room: Mapping[str, int] | None = None) -> list[Entry]:
+        """One process is the only consumer: every pending entry of the targets (oldest
+        first, up to each target's room)."""
+        return within_room(await self.pending(), targets, room)
 
     async def by_ids(self, ids: Iterable[int]) -> list[Entry]:
         wanted = list(ids)
@@ -227,27 +238,22 @@ def _insert(db: sqlite3.Connection, items: list[NewEntry]) -> list[Entry]:
     entries = []
     try:
         for item in items:
+            body = item.body  # stored as text, byte for byte what was received
             cur = db.execute(
                 "INSERT INTO outbox (target, payload, dedup_key, trace_id, received_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    item.target,
-                    json.dumps(item.payload, ensure_ascii=False),
-                    item.dedup_key,
-                    item.trace_id,
-                    now,
-                    now,
-                ),
+                (item.target, body.decode(), item.dedup_key, item.trace_id, now, now),
             )
             entries.append(
                 Entry(
                     int(cur.lastrowid or 0),
                     item.target,
-                    item.payload,
+                    body,
                     item.dedup_key,
                     item.trace_id,
                     now,
                     updated_at=now,
+                    alerts=item.alerts,
                 )
             )
         db.commit()

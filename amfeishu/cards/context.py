@@ -55,6 +55,7 @@ def context(
     compact: bool,
     omitted: int,
     now: datetime,
+    app: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every name of docs/templates.md, except those of for_language()."""
     kind, severity = kind_of(n)
@@ -98,6 +99,7 @@ def context(
         "mentions_md": mentions_markdown(ids),
         "mention_ids": ids,
         "extra": dict(n.extra),
+        "app": app or {},  # an app target's state lines and callback buttons (cards/actions.py)
         "now": now,
         "silence_url": partial(_silence_for, base),
         "alertmanager_url": links["alertmanager"],

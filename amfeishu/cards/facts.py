@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from amfeishu.cards.text import oneline, translate, truncate
-from amfeishu.config.types import OPEN_ID, Target
+from amfeishu.config.types import EMAIL, OPEN_ID, Target
 from amfeishu.models import SEVERITY_ORDER, Notification
 
 # kind (template file) → (header colour, severity tag colour)
@@ -54,27 +54,32 @@ def header_labels(group: dict[str, str], common: dict[str, str], limit: int = 4)
 _SPLIT_IDS = re.compile(r"[\s,;，、]+")
 
 
-def mention_ids(configured: Any, alerts: Any, label: str) -> list[str]:
+def mention_ids(configured: Any, alerts: Any, label: str, *, emails: bool = False) -> list[str]:
     """Ids to @: configured ("all" or open_ids) then the mention label of alerts, deduplicated.
 
-    Everything is validated: only "all" (from config) and ^ou_…$ ids pass, so
-    a label can neither @all nor smuggle markup into the <at> tag.
+    Everything is validated: only "all" (from config) and ^ou_…$ ids pass (and
+    emails, for app targets, whose cards take <at email=…>), so a label can
+    neither @all nor smuggle markup into the <at> tag.
     """
+
+    def valid(item: str) -> bool:
+        return bool(OPEN_ID.fullmatch(item) or (emails and EMAIL.fullmatch(item)))
+
     ids: list[str] = []
     for item in configured or ():
         item = str(item).strip()
-        if item == "all" or OPEN_ID.fullmatch(item):
+        if item == "all" or valid(item):
             ids.append(item)
     for alert in alerts if label else ():
         for source in (alert.labels, alert.annotations):
             for token in _SPLIT_IDS.split(source.get(label, "")):
-                if OPEN_ID.fullmatch(token):
+                if valid(token):
                     ids.append(token)
     return list(dict.fromkeys(ids))
 
 
 def mentions_markdown(ids: list[str]) -> str:
-    return " ".join(f"<at id={i}></at>" for i in ids)
+    return " ".join(f"<at email={i}></at>" if "@" in i else f"<at id={i}></at>" for i in ids)
 
 
 def kind_of(n: Notification) -> tuple[str, str]:
@@ -113,4 +118,5 @@ def title(n: Notification, language: str, keyword: str | None) -> str:
 
 
 def target_mentions(n: Notification, target: Target, kind: str) -> list[str]:
-    return mention_ids(target.mentions.get(kind, ()), n.firing, target.mention_label)
+    emails = target.app is not None
+    return mention_ids(target.mentions.get(kind, ()), n.firing, target.mention_label, emails=emails)

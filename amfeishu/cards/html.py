@@ -257,12 +257,15 @@ def _button(el: dict[str, Any], locale: str) -> str:
     kind = el.get("type") if el.get("type") in BUTTON_TYPES else "default"
     css = f"fs-btn fs-btn-{kind}"
     label = _text(el.get("text"), locale) or "&nbsp;"
-    url = ""
+    url, calls_back = "", False
     for b in el.get("behaviors") or ():
         if isinstance(b, dict) and b.get("type") == "open_url":
             url = http_url(b.get("default_url") or b.get("pc_url"))
+        calls_back = calls_back or (isinstance(b, dict) and b.get("type") == "callback")
     multi = el.get("multi_url")
     url = url or http_url(el.get("url") or (multi.get("url") if isinstance(multi, dict) else ""))
+    if not url and calls_back:  # an app card's button: Feishu calls amfeishu back
+        return f'<span class="{css} fs-btn-callback" title="calls back to amfeishu">{label}</span>'
     if not url:
         return f'<span class="{css} fs-btn-nolink" title="no http(s) URL">{label}</span>'
     return _a_open(url, css) + label + "</a>"

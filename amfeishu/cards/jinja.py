@@ -3,6 +3,10 @@
 The rules templates are written by are in docs/templates.md ("Escaping").
 Configured templates run in a plain environment (as trusted as the config);
 text typed into the playground runs in Jinja's sandbox.
+
+Only Jinja's public API is used: `finalize` with `pass_eval_context`
+(https://jinja.palletsprojects.com/en/stable/api/#jinja2.pass_eval_context)
+and autoescape, whose Markup marks text that is already JSON.
 """
 
 from __future__ import annotations
@@ -10,31 +14,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from jinja2 import BaseLoader, Environment, Undefined, nodes
-from jinja2.compiler import CodeGenerator
+from jinja2 import BaseLoader, Environment, Undefined, pass_eval_context
+from jinja2.nodes import EvalContext
 from jinja2.runtime import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
 from amfeishu.cards import text as ct
-
-
-class _CodeGenerator(CodeGenerator):
-    # Jinja folds constant {{ "a<b" }} at compile time and HTML-escapes it
-    # under autoescape; evaluating them at run time sends them through
-    # _finalize like every other value.
-    def _output_child_to_const(self, node: nodes.Expr, frame: Any, finalize: Any) -> str:
-        if not isinstance(node, nodes.TemplateData):
-            raise nodes.Impossible()
-        return super()._output_child_to_const(node, frame, finalize)
-
-    # Under autoescape Jinja prints escape(finalize(value)); _finalize returns
-    # Markup already, which escape() would only copy: print finalize(value).
-    def _output_child_pre(self, node: nodes.Expr, frame: Any, finalize: Any) -> None:
-        if frame.eval_ctx.autoescape and not frame.eval_ctx.volatile and finalize.src:
-            self.write("(" + finalize.src)
-        else:
-            super()._output_child_pre(node, frame, finalize)
 
 
 class _SetPaths:
@@ -48,13 +34,9 @@ class _SetPaths:
 class _Environment(_SetPaths, Environment):
     """Configured templates: written by the operator, as trusted as the config."""
 
-    code_generator_class = _CodeGenerator
-
 
 class _SandboxedEnvironment(_SetPaths, SandboxedEnvironment):
     """Templates typed into the playground: sandboxed (no attribute games)."""
-
-    code_generator_class = _CodeGenerator
 
 
 class _Undefined(StrictUndefined):
@@ -70,10 +52,15 @@ class _Undefined(StrictUndefined):
         return False
 
 
-def _finalize(value: Any) -> Markup:
-    # Autoescape makes macro output Markup; Markup means "already JSON text".
-    # Everything else is JSON-escaped exactly once here. (str.__new__ skips
-    # Markup's own __new__: this runs for every {{ … }} printed.)
+@pass_eval_context
+def _finalize(eval_ctx: EvalContext, value: Any) -> Markup:
+    # Autoescape makes macro and {% set %} block output Markup; Markup means
+    # "already JSON text". Everything else is JSON-escaped exactly once here,
+    # and autoescape's escape() then passes the Markup through unchanged.
+    # Taking the eval context is what keeps constants such as {{ "a<b" }} out
+    # of compile-time folding (which would HTML-escape them first): Jinja can
+    # only call a finalize that needs the context at render time.
+    # (str.__new__ skips Markup's own __new__: this runs for every {{ … }}.)
     if type(value) is str:
         return _markup(ct.json_escape(value))
     if hasattr(value, "__html__"):

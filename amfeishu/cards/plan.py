@@ -11,27 +11,45 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from amfeishu.backend.base import Entry
+from amfeishu.cards.actions import group_id
+from amfeishu.cards.facts import alertname, highest_severity
 from amfeishu.cards.renderer import Renderer
 from amfeishu.cards.storm import StormAlert, groups_of, storm_alerts
 from amfeishu.config.types import Target
 from amfeishu.feishu.webhook import MAX_BODY_BYTES, body_size
-from amfeishu.models import Alert, Notification
+from amfeishu.models import Alert, Notification, parse_stored
 
 COMPACT_ABOVE = 10  # more alerts than this in one card: one line each
+APP_CARD_BYTES = 30_000  # an app's card: 30 KB (a custom bot's body is 20 KB)
 STORM_FIRST_GUESS = 300  # alerts in the first digest tried; later ones start from the last
 STORM_FILL = 0.97  # aim a little under the budget: names differ in length
 STORM_TRIES = 8
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class Queued:
-    """An outbox entry waiting in a worker, with what of it was already delivered."""
+    """An outbox entry waiting in a worker, with what of it was already delivered.
+
+    It holds the entry's stored bytes; the parsed notification exists only once a
+    batch has asked for it (a waiting notification costs its bytes, not its objects).
+    """
 
     entry: Entry
-    notification: Notification
+    parsed: Notification | None = None  # entry.body parsed, on first use
+    alerts: int = 0  # how many alerts it holds, known without parsing
     delivered: set[int] = field(default_factory=set)  # alert indexes already in a sent card
     deduped: bool = False  # dedup already decided for this entry
     safe_only: bool = False  # Feishu refused its card once: send the safe card
+
+    def __post_init__(self) -> None:
+        if not self.alerts:
+            self.alerts = len(self.notification.alerts)
+
+    @property
+    def notification(self) -> Notification:
+        if self.parsed is None:
+            self.parsed = parse_stored(self.entry.body)  # checked when it was queued
+        return self.parsed
 
     @property
     def remaining(self) -> list[tuple[int, Alert]]:
@@ -39,6 +57,18 @@ class Queued:
 
 
 Covers = dict[int, set[int]]  # entry id → alert indexes a card conveys
+
+
+@dataclass(frozen=True)
+class Group:
+    """The alert group an app card stands for (one card per group, updated in place)."""
+
+    key: str  # Alertmanager's groupKey
+    id: str  # its short id (cards/actions.group_id)
+    payload: dict[str, Any]  # the group's latest notification, to render it again on a click
+    resolved: bool  # no alert of the group fires
+    severity: str  # the highest firing severity
+    title: str  # for the replies under the card
 
 
 @dataclass
@@ -50,6 +80,7 @@ class Card:
     template_error: str | None = None
     safe: bool = False
     digest: bool = False  # a storm digest (storm.json.j2)
+    group: Group | None = None  # app targets: the alert group this card is
 
     @property
     def size(self) -> int:
@@ -271,3 +302,90 @@ def _digest(
     card.safe = safe or rendered.error is not None
     card.digest = True
     return card
+
+
+def by_group(items: list[Queued]) -> list[list[Queued]]:
+    """Queued notifications split by alert group, groups in order of arrival."""
+    out: dict[str, list[Queued]] = {}
+    for q in items:
+        out.setdefault(q.notification.group_key, []).append(q)
+    return list(out.values())
+
+
+def group_card(
+    items: list[Queued],
+    target: Target,
+    renderer: Renderer,
+    app: dict[str, Any],
+    *,
+    safe: bool = False,
+    budget: int = APP_CARD_BYTES,
+    trace: str = "",
+) -> tuple[Card | None, Covers]:
+    """One app card for the notifications of one alert group, and what needs no card.
+
+    The card stands for the whole group: alerts that do not fit are counted
+    ("N more in Alertmanager") rather than sent as a second card.
+    """
+    notification, groups, skipped = merge(items, target.send_resolved)
+    if notification is None:
+        return None, skipped
+    if trace:  # the footer shows it, to find the card in the logs
+        notification = replace(notification, extra={**notification.extra, "trace_id": trace})
+    latest = items[-1].notification
+    card = fit_group(notification, target, renderer, app, groups=groups, safe=safe, budget=budget)
+    firing = [a for a in notification.alerts if a.firing]
+    severity = highest_severity(a.severity for a in firing)
+    title = alertname(notification)
+    payload = latest.with_alerts(notification.alerts).to_dict()
+    card.group = Group(
+        latest.group_key, group_id(latest.group_key), payload, not firing, severity, title
+    )
+    return card, skipped
+
+
+def fit_group(
+    notification: Notification,
+    target: Target,
+    renderer: Renderer,
+    app: dict[str, Any],
+    *,
+    groups: list[Covers] | None = None,
+    safe: bool = False,
+    budget: int = APP_CARD_BYTES,
+) -> Card:
+    """The group's one card within `budget`: compact past COMPACT_ABOVE alerts, then
+    fewer alerts shown and the rest counted."""
+    alerts = list(notification.alerts)
+    groups = groups if groups is not None else [{} for _ in alerts]
+    shown = len(alerts)
+    card: Card | None = None
+    while shown >= 1:
+        part = notification if shown == len(alerts) else notification.with_alerts(alerts[:shown])
+        for compact in [False, True] if shown <= COMPACT_ABOVE else [True]:
+            omitted = len(alerts) - shown
+            card = _render_app(part, groups, target, renderer, app, compact, omitted, safe)
+            if card.size <= budget:
+                return card
+        shown //= 2
+    assert card is not None, "a group card needs at least one alert"
+    return card
+
+
+def _render_app(
+    part: Notification,
+    groups: list[Covers],
+    target: Target,
+    renderer: Renderer,
+    app: dict[str, Any],
+    compact: bool,
+    omitted: int,
+    safe: bool,
+) -> Card:
+    covers = union(groups)  # the card conveys every alert of the group, shown or counted
+    if safe:
+        message = renderer.safe_message(part, target, compact=compact, omitted=omitted)
+        return Card(message, part, covers, groups, None, safe=True)
+    rendered = renderer.render(part, target, compact=compact, omitted=omitted, app=app)
+    error = rendered.error
+    return Card(rendered.message, part, covers, groups, error, safe=error is not None)

@@ -20,8 +20,9 @@ from typing import Any
 
 from jinja2 import Environment, TemplateNotFound, TemplateSyntaxError
 
-from amfeishu.cards import checks, context
+from amfeishu.cards import checks, context, facts
 from amfeishu.cards import text as ct
+from amfeishu.cards.actions import sample_app_context
 from amfeishu.cards.facts import kind_of
 from amfeishu.cards.jinja import environment
 from amfeishu.cards.safe import safe_message, safe_storm
@@ -80,17 +81,26 @@ class Renderer:
         compact: bool = False,
         omitted: int = 0,
         now: datetime | None = None,
+        app: dict[str, Any] | None = None,
     ) -> Rendered:
-        """The message for target; the safe message (with error set) if the template fails."""
+        """The message for target; the safe message (with error set) if the template fails.
+
+        `app`: an app target's state lines and callback buttons (cards/actions.py).
+        """
         now = now or datetime.now(UTC)
         name = ""
         try:
             name = self._select(n, target)
-            message = self._render_strict(name, n, target, compact, omitted, now)
+            message = self._render_strict(name, n, target, compact, omitted, now, app=app)
         except Exception as exc:  # any template bug: the alert still goes out
             reason = self._describe(exc, name)
             return Rendered(self._safe(n, target, compact, omitted, reason, now), SAFE, reason)
         return Rendered(message, name, None)
+
+    def title(self, n: Notification, target: Target) -> str:
+        """The card title in the target's language ("[FIRING:2] HighCPU")."""
+        language = "en" if self._language(target) == "en" else "zh"
+        return facts.title(n, language, target.keyword)
 
     def safe_message(
         self,
@@ -206,6 +216,7 @@ class Renderer:
         compact: bool = False,
         omitted: int = 0,
         now: datetime | None = None,
+        app: dict[str, Any] | None = None,
     ) -> Rendered:
         """render() with file of the target's set replaced by source; nothing is saved.
 
@@ -223,7 +234,7 @@ class Renderer:
             edited = f"{target.template}/{file}"
             env = environment(OverlayLoader(self._loader, {edited: source}), sandboxed=True)
             name = edited if file.endswith(".json.j2") else self._select(n, target)
-            message = self._render_strict(name, n, target, compact, omitted, now, env)
+            message = self._render_strict(name, n, target, compact, omitted, now, env, app)
         except Exception as exc:  # reported like render() does, with the safe message
             reason = self._describe(exc, name)
             return Rendered(self._safe(n, target, compact, omitted, reason, now), SAFE, reason)
@@ -288,12 +299,12 @@ class Renderer:
         omitted: int,
         now: datetime,
         env: Environment | None = None,
+        app: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         template = (env or self._env).get_template(name)
         origin = template.filename or name
-        base = context.context(
-            n, target, self._language(target), self._tz(target), compact, omitted, now
-        )
+        language, tz = self._language(target), self._tz(target)
+        base = context.context(n, target, language, tz, compact, omitted, now, app)
         file = name.rsplit("/", 1)[-1]
 
         def once(language: str) -> Any:
@@ -349,10 +360,11 @@ class Renderer:
 
     def _trial(self, name: str, target: Target, samples: tuple[Notification, ...]) -> str | None:
         now = datetime.now(UTC)
+        app = sample_app_context(target)
         for n in samples:
             for compact, omitted in ((False, 0), (True, 3)):
                 try:
-                    self._render_strict(name, n, target, compact, omitted, now)
+                    self._render_strict(name, n, target, compact, omitted, now, app=app)
                 except Exception as exc:  # reported, not raised: check lists every problem
                     return self._describe(exc, name)
         return None

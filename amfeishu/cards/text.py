@@ -49,6 +49,22 @@ STRINGS: dict[str, tuple[str, str]] = {  # key → (zh, en)
         "Too many alerts at once: a digest naming every alert; details in Alertmanager",
     ),
     "storm_singles": ("其他告警", "Other alerts"),
+    "ack": ("认领", "Acknowledge"),
+    "acked": ("✅ {who} 已认领 · {at}", "✅ Acknowledged by {who} · {at}"),
+    "silence_for": ("静默 {d}", "Silence {d}"),
+    "silenced": ("🔕 已静默至 {until}（{who}）", "🔕 Silenced until {until} by {who}"),
+    "unsilence": ("取消静默", "Unsilence"),
+    "toast_acked": ("已认领", "Acknowledged"),
+    "toast_silenced": ("已静默 {d}", "Silenced for {d}"),
+    "toast_unsilenced": ("已取消静默", "Silence expired"),
+    "toast_no_am": (
+        "Alertmanager 不可用，未做任何更改：{why}",
+        "Alertmanager failed; nothing changed: {why}",
+    ),
+    "toast_unknown": ("找不到这张卡片的告警组", "This card's alert group is unknown here"),
+    "toast_busy": ("暂时无法处理，请稍后再试", "Cannot do that now; try again shortly"),
+    "reply_resolved": ("✅ 已恢复：{title}", "✅ Resolved: {title}"),
+    "reply_raised": ("⬆️ 升级为{severity}：{title}", "⬆️ Now {severity}: {title}"),
 }
 
 

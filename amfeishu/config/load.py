@@ -15,13 +15,25 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from amfeishu.config.apps import (
+    ALERTMANAGER_KEYS,
+    APP_KEYS,
+    APP_TARGET_KEYS,
+    check_app_targets,
+    parse_alertmanager,
+    parse_app_delivery,
+    parse_apps,
+)
+from amfeishu.config.apps import BASIC_AUTH_KEYS as AM_BASIC_AUTH_KEYS
 from amfeishu.config.reader import ConfigError, Reader, join, kind
 from amfeishu.config.types import (
     CARD_KINDS,
+    EMAIL,
     LANGUAGES,
     MSG_TYPES,
     OPEN_ID,
     TLS,
+    AlertmanagerAPI,
     Auth,
     Config,
     Dedup,
@@ -34,43 +46,94 @@ from amfeishu.config.types import (
     Templates,
 )
 from amfeishu.feishu.webhook import validate_webhook
-from amfeishu.matchers import MatcherError, parse_matcher
+from amfeishu.matchers import Matcher, MatcherError, parse_matchers
 
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
+# The keys each section accepts: the reader rejects any other, and
+# tests/helm/test_schema.py holds the Helm chart's values schema to the same lists.
+TOP_KEYS = (
+    "listen",
+    "tls",
+    "auth",
+    "templates",
+    "dedup",
+    "grouping",
+    "storage",
+    "delivery",
+    "targets",
+    "routes",
+    "apps",
+    "alertmanager",
+)
+TLS_KEYS = ("cert_file", "key_file", "client_ca_file")
+AUTH_KEYS = ("bearer_token", "bearer_token_file", "basic_auth")
+BASIC_AUTH_KEYS = ("username", "password", "password_file")
+TEMPLATES_KEYS = ("dir", "language", "timezone")
+DEDUP_KEYS = ("ttl", "max_entries")
+GROUPING_KEYS = ("wait", "max_alerts_per_card")
+STORAGE_KEYS = ("path", "redis_url", "redis_url_file")
+DELIVERY_KEYS = ("timeout", "max_retry_age")
+TARGET_KEYS = (
+    "webhook",
+    "webhook_file",
+    "secret",
+    "secret_file",
+    "template",
+    "language",
+    "timezone",
+    "send_resolved",
+    "mentions",
+    "mention_label",
+    "rate_limit",
+    "msg_type",
+    "keyword",
+    "card_template_id",
+    "card_template_version",
+    *APP_TARGET_KEYS,
+)
+RATE_LIMIT_KEYS = ("per_second", "per_minute")
+ROUTE_KEYS = ("matchers", "targets", "continue")
+# Section path → its keys; `*` is any target name, `[]` any item of a list.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "": TOP_KEYS,
+    "tls": TLS_KEYS,
+    "auth": AUTH_KEYS,
+    "auth.basic_auth": BASIC_AUTH_KEYS,
+    "templates": TEMPLATES_KEYS,
+    "dedup": DEDUP_KEYS,
+    "grouping": GROUPING_KEYS,
+    "storage": STORAGE_KEYS,
+    "delivery": DELIVERY_KEYS,
+    "targets.*": TARGET_KEYS,
+    "targets.*.rate_limit": RATE_LIMIT_KEYS,
+    "targets.*.mentions": CARD_KINDS,
+    "routes[]": ROUTE_KEYS,
+    "apps.*": APP_KEYS,
+    "alertmanager": ALERTMANAGER_KEYS,
+    "alertmanager.basic_auth": AM_BASIC_AUTH_KEYS,
+}
 
-def _target(r: Reader, name: str, data: Any, templates: Templates) -> Target:
+
+def _target(
+    r: Reader,
+    name: str,
+    data: Any,
+    templates: Templates,
+    alertmanager: AlertmanagerAPI | None = None,
+) -> Target:
     path = f"targets.{name}"
     if not _TARGET_NAME.match(name):
         r.problem(
             path,
             "name must be letters, digits, '_', '.', '-' (it is used in URLs and metric labels)",
         )
-    d = r.section(
-        data,
-        path,
-        (
-            "webhook",
-            "webhook_file",
-            "secret",
-            "secret_file",
-            "template",
-            "language",
-            "timezone",
-            "send_resolved",
-            "mentions",
-            "mention_label",
-            "rate_limit",
-            "msg_type",
-            "keyword",
-            "card_template_id",
-            "card_template_version",
-        ),
-    )
+    d = r.section(data, path, TARGET_KEYS)
+    app = parse_app_delivery(r, d, path, alertmanager)
     webhook = r.secret(d, "webhook", path)
     if webhook is not None and (why := validate_webhook(webhook.get())):
         r.problem(join(path, "webhook"), why)
-    rate = r.section(d.get("rate_limit"), join(path, "rate_limit"), ("per_second", "per_minute"))
+    rate = r.section(d.get("rate_limit"), join(path, "rate_limit"), RATE_LIMIT_KEYS)
     rate_path = join(path, "rate_limit")
     return Target(
         name=name,
@@ -80,7 +143,7 @@ def _target(r: Reader, name: str, data: Any, templates: Templates) -> Target:
         language=r.choice(d, "language", path, templates.language, LANGUAGES),
         timezone=r.timezone(d, "timezone", path, templates.timezone),
         send_resolved=r.boolean(d, "send_resolved", path, True),
-        mentions=_mentions(r, d.get("mentions"), join(path, "mentions")),
+        mentions=_mentions(r, d.get("mentions"), join(path, "mentions"), emails=app is not None),
         mention_label=r.string(d, "mention_label", path, "feishu_mention") or "feishu_mention",
         rate_limit=RateLimit(
             per_second=r.number(rate, "per_second", rate_path, 5.0),
@@ -90,10 +153,12 @@ def _target(r: Reader, name: str, data: Any, templates: Templates) -> Target:
         keyword=r.string(d, "keyword", path),
         card_template_id=r.string(d, "card_template_id", path),
         card_template_version=r.string(d, "card_template_version", path),
+        app=app,
     )
 
 
-def _mentions(r: Reader, data: Any, path: str) -> dict[str, tuple[str, ...]]:
+def _mentions(r: Reader, data: Any, path: str, *, emails: bool) -> dict[str, tuple[str, ...]]:
+    """'all' or open_ids; app targets also take emails (<at email=…>)."""
     d = r.section(data, path, CARD_KINDS)
     out: dict[str, tuple[str, ...]] = {}
     for severity, ids in d.items():
@@ -107,10 +172,13 @@ def _mentions(r: Reader, data: Any, path: str) -> dict[str, tuple[str, ...]]:
         for i, who in enumerate(ids):
             who = r.expand(str(who), f"{item_path}[{i}]")
             if who != "all" and not OPEN_ID.fullmatch(who):
+                if emails and EMAIL.fullmatch(who):
+                    good += [] if who in good else [who]
+                    continue
                 r.problem(
                     f"{item_path}[{i}]",
                     f"must be 'all' or an open_id like ou_xxx, got {who!r}"
-                    " (custom bots cannot @ by email)",
+                    + (" or an email" if emails else " (custom bots cannot @ by email)"),
                 )
             elif who not in good:
                 good.append(who)
@@ -127,8 +195,8 @@ def _routes(r: Reader, data: Any, targets: dict[str, Target]) -> tuple[Route, ..
     routes: list[Route] = []
     for i, item in enumerate(data):
         path = f"routes[{i}]"
-        d = r.section(item, path, ("matchers", "targets", "continue"))
-        matchers = []
+        d = r.section(item, path, ROUTE_KEYS)
+        matchers: list[Matcher] = []
         raw_matchers = d.get("matchers") or []
         if not isinstance(raw_matchers, list):
             r.problem(
@@ -137,7 +205,7 @@ def _routes(r: Reader, data: Any, targets: dict[str, Target]) -> tuple[Route, ..
             raw_matchers = []
         for j, text in enumerate(raw_matchers):
             try:
-                matchers.append(parse_matcher(r.expand(str(text), f"{path}.matchers[{j}]")))
+                matchers.extend(parse_matchers(r.expand(str(text), f"{path}.matchers[{j}]")))
             except MatcherError as exc:
                 r.problem(f"{path}.matchers[{j}]", str(exc))
         names = d.get("targets")
@@ -171,23 +239,8 @@ def build_config(
     r = Reader(os.environ if env is None else env, base_dir or Path.cwd())
     if data is None:
         data = {}
-    top = r.section(
-        data,
-        "",
-        (
-            "listen",
-            "tls",
-            "auth",
-            "templates",
-            "dedup",
-            "grouping",
-            "storage",
-            "delivery",
-            "targets",
-            "routes",
-        ),
-    )
-    tpl = r.section(top.get("templates"), "templates", ("dir", "language", "timezone"))
+    top = r.section(data, "", TOP_KEYS)
+    tpl = r.section(top.get("templates"), "templates", TEMPLATES_KEYS)
     templates = Templates(
         dir=r.string(tpl, "dir", "templates"),
         language=r.choice(tpl, "language", "templates", "zh", LANGUAGES),
@@ -207,8 +260,11 @@ def build_config(
         "targets",
         tuple(str(k) for k in (top.get("targets") or {}) if isinstance(top.get("targets"), dict)),
     )
+    apps = parse_apps(r, top.get("apps"))
+    alertmanager = parse_alertmanager(r, top.get("alertmanager"))
     targets = {
-        str(name): _target(r, str(name), body, templates) for name, body in raw_targets.items()
+        str(name): _target(r, str(name), body, templates, alertmanager)
+        for name, body in raw_targets.items()
     }
     if not targets:
         r.problem("targets", "at least one target is required")
@@ -227,8 +283,11 @@ def build_config(
         delivery=_delivery(r, top.get("delivery")),
         targets=targets,
         routes=_routes(r, top.get("routes"), targets),
+        apps=apps,
+        alertmanager=alertmanager,
         source=source or "<memory>",
     )
+    check_app_targets(r, targets, apps)
     if r.problems:
         raise ConfigError(r.problems, source, partial=config)
     return config
@@ -255,8 +314,8 @@ def parse_listen(value: str) -> tuple[str, int] | None:
 def _tls(r: Reader, data: Any) -> TLS | None:
     if data is None:
         return None
-    d = r.section(data, "tls", ("cert_file", "key_file", "client_ca_file"))
-    files = {k: r.string(d, k, "tls") for k in ("cert_file", "key_file", "client_ca_file")}
+    d = r.section(data, "tls", TLS_KEYS)
+    files = {k: r.string(d, k, "tls") for k in TLS_KEYS}
     for key in ("cert_file", "key_file"):
         if not files[key]:
             r.problem(f"tls.{key}", "is required when tls is set")
@@ -274,10 +333,8 @@ def _tls(r: Reader, data: Any) -> TLS | None:
 
 
 def _auth(r: Reader, data: Any) -> Auth:
-    d = r.section(data, "auth", ("bearer_token", "bearer_token_file", "basic_auth"))
-    basic = r.section(
-        d.get("basic_auth"), "auth.basic_auth", ("username", "password", "password_file")
-    )
+    d = r.section(data, "auth", AUTH_KEYS)
+    basic = r.section(d.get("basic_auth"), "auth.basic_auth", BASIC_AUTH_KEYS)
     username = r.string(basic, "username", "auth.basic_auth")
     password = r.secret(basic, "password", "auth.basic_auth")
     if basic and (not username or password is None):
@@ -290,7 +347,7 @@ def _auth(r: Reader, data: Any) -> Auth:
 
 
 def _dedup(r: Reader, data: Any) -> Dedup:
-    d = r.section(data, "dedup", ("ttl", "max_entries"))
+    d = r.section(data, "dedup", DEDUP_KEYS)
     return Dedup(
         ttl=r.duration(d, "ttl", "dedup", 300.0, allow_zero=True),
         max_entries=int(r.number(d, "max_entries", "dedup", 100_000, integer=True)),
@@ -298,7 +355,7 @@ def _dedup(r: Reader, data: Any) -> Dedup:
 
 
 def _grouping(r: Reader, data: Any) -> Grouping:
-    d = r.section(data, "grouping", ("wait", "max_alerts_per_card"))
+    d = r.section(data, "grouping", GROUPING_KEYS)
     return Grouping(
         wait=r.duration(d, "wait", "grouping", 0.0, allow_zero=True),
         max_alerts_per_card=int(r.number(d, "max_alerts_per_card", "grouping", 30, integer=True)),
@@ -306,7 +363,7 @@ def _grouping(r: Reader, data: Any) -> Grouping:
 
 
 def _storage(r: Reader, data: Any) -> Storage:
-    d = r.section(data, "storage", ("path", "redis_url", "redis_url_file"))
+    d = r.section(data, "storage", STORAGE_KEYS)
     redis_url = r.secret(d, "redis_url", "storage")
     if redis_url is not None and urlsplit(redis_url.get()).scheme not in (
         "redis",
@@ -322,7 +379,7 @@ def _storage(r: Reader, data: Any) -> Storage:
 
 
 def _delivery(r: Reader, data: Any) -> Delivery:
-    d = r.section(data, "delivery", ("timeout", "max_retry_age"))
+    d = r.section(data, "delivery", DELIVERY_KEYS)
     return Delivery(
         timeout=r.duration(d, "timeout", "delivery", 10.0),
         max_retry_age=r.duration(d, "max_retry_age", "delivery", 3600.0),

@@ -18,6 +18,18 @@ CARD_KINDS = (*SEVERITY_ORDER, "resolved", "default")
 LANGUAGES = ("zh", "en", "auto")
 MSG_TYPES = ("interactive", "text", "post")
 OPEN_ID = re.compile(r"ou_[A-Za-z0-9_-]+")  # used with fullmatch: no "ou_x\n"
+EMAIL = re.compile(r"[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+")  # for <at email=…> on app cards
+# Who an app target sends to, and the pattern of each kind of id (feishu-app-api: send).
+RECEIVE_ID_TYPES: dict[str, re.Pattern[str]] = {
+    "chat_id": re.compile(r"oc_[A-Za-z0-9_-]+"),
+    "open_id": OPEN_ID,
+    "user_id": re.compile(r"[A-Za-z0-9_-]{1,64}"),
+    "union_id": re.compile(r"on_[A-Za-z0-9_-]+"),
+    "email": EMAIL,
+}
+ACTIONS = ("ack", "silence")  # buttons that call back
+APP_DOMAINS = {"feishu": "https://open.feishu.cn", "lark": "https://open.larksuite.com"}
+DEFAULT_SILENCE_DURATIONS = ("1h", "4h", "24h")
 
 
 class Secret:
@@ -50,6 +62,38 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class AppDelivery:
+    """How an app target delivers: through which app, to whom, with which buttons."""
+
+    app: str
+    receive_id_type: str  # one of RECEIVE_ID_TYPES
+    receive_id: str
+    update_in_place: bool = True
+    actions: tuple[str, ...] = ("ack",)
+    silence_durations: tuple[str, ...] = DEFAULT_SILENCE_DURATIONS
+
+
+@dataclass(frozen=True)
+class App:
+    """A Feishu (or Lark) self-built app: its credentials and callback checks."""
+
+    name: str
+    app_id: str
+    app_secret: Secret
+    base_url: str  # https://open.feishu.cn, https://open.larksuite.com or the configured URL
+    encrypt_key: Secret | None = None
+    verification_token: Secret | None = None
+
+
+@dataclass(frozen=True)
+class AlertmanagerAPI:
+    url: str
+    bearer_token: Secret | None = None
+    basic_username: str | None = None
+    basic_password: Secret | None = None
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     webhook: Secret | None = None  # None = preview target: logs cards, delivers nowhere
@@ -65,10 +109,11 @@ class Target:
     keyword: str | None = None
     card_template_id: str | None = None  # Feishu CardKit template instead of Jinja2
     card_template_version: str | None = None
+    app: AppDelivery | None = None  # a Feishu app target instead of a webhook
 
     @property
     def preview(self) -> bool:
-        return self.webhook is None
+        return self.webhook is None and self.app is None
 
 
 @dataclass(frozen=True)
@@ -139,4 +184,6 @@ class Config:
     delivery: Delivery = field(default_factory=Delivery)
     targets: dict[str, Target] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
+    apps: dict[str, App] = field(default_factory=dict)
+    alertmanager: AlertmanagerAPI | None = None
     source: str = "<embedded default>"  # where it was loaded from, for messages

@@ -7,6 +7,14 @@ https://open.feishu.cn/document/server-docs/getting-started/server-error-codes.
 Success is HTTP 2xx with `code == 0` in the body: Feishu answers HTTP 200
 when it refuses, too. Only the caller retries; this module only says whether
 it may.
+
+Only the refusals those pages name as the operator's to fix (bad token,
+signature, IP allowlist, keyword) are permanent, and the malformed or
+oversized card keeps its own outcome. Every answer we cannot read as one of
+those (a body that is not JSON, such as a proxy's HTML error page; JSON
+without a code; a code we do not know) is retried with backoff like any
+transient failure, until `delivery.max_retry_age`: a captive portal or a
+code Feishu adds tomorrow must not throw an alert away at the first try.
 """
 
 from __future__ import annotations
@@ -50,6 +58,12 @@ class Reason(enum.StrEnum):
     NOT_JSON = "not_json"
     NO_CODE = "no_code"
     UNKNOWN_CODE = "unknown_code"
+    STORAGE = "storage"  # Feishu took it, but recording it failed (retried with the same uuid)
+    QUOTA_EXHAUSTED = "quota_exhausted"  # a free tenant's monthly API calls (99991403)
+    BAD_APP = "bad_app"  # an app's credentials, scopes or state
+    NOT_ALLOWED = "not_allowed"  # the app may not post there (not in the chat, blocked, …)
+    BAD_RECEIVER = "bad_receiver"  # the chat or person is wrong or gone
+    MESSAGE_GONE = "message_gone"  # the card cannot be updated any more
 
 
 @dataclass(frozen=True)
@@ -67,7 +81,8 @@ class Answer:
         return self.outcome is Outcome.DELIVERED
 
 
-# Feishu body code -> (outcome, reason, fix). Everything not here is decided in classify().
+# Feishu body code -> (outcome, reason, fix). Everything not here is decided in classify(),
+# and a code it does not know is retried.
 _CODES: dict[int, tuple[Outcome, Reason, str | None]] = {
     11232: (Outcome.RETRY, Reason.RATE_LIMITED, None),
     11233: (Outcome.RETRY, Reason.RATE_LIMITED, None),
@@ -128,9 +143,9 @@ def classify(http_status: int, body: bytes, headers: Mapping[str, str] | None = 
         text = f"HTTP {http_status}, {what}"
         if http_status >= 500 or http_status == 408:  # a proxy's or Feishu's own trouble
             reason = _http_reason(http_status)
-            return Answer(Outcome.RETRY, code, http_status, text, reason, None, retry_after)
-        reason = Reason.NOT_JSON if data is None else Reason.NO_CODE
-        return Answer(Outcome.PERMANENT, code, http_status, text, reason)
+        else:  # not an answer we know to be final: retried, and counted by what it was
+            reason = Reason.NOT_JSON if data is None else Reason.NO_CODE
+        return Answer(Outcome.RETRY, code, http_status, text, reason, None, retry_after)
 
     text = f"feishu code {code}: {msg}" if msg else f"feishu code {code}"
     if code == 9499:
@@ -144,9 +159,8 @@ def classify(http_status: int, body: bytes, headers: Mapping[str, str] | None = 
         outcome, reason, fix = _CODES[code]
         after = retry_after if outcome is Outcome.RETRY else None
         return Answer(outcome, code, http_status, text, reason, fix, after)
-    if http_status >= 500:
-        return Answer(Outcome.RETRY, code, http_status, text, Reason.HTTP_5XX, None, retry_after)
-    return Answer(Outcome.PERMANENT, code, http_status, text, Reason.UNKNOWN_CODE)
+    reason = Reason.HTTP_5XX if http_status >= 500 else Reason.UNKNOWN_CODE
+    return Answer(Outcome.RETRY, code, http_status, text, reason, None, retry_after)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

@@ -210,7 +210,7 @@ async function start() {
   state.options = await api("/ui/api/options");
   for (const s of state.options.samples) $("sample").append(option(s.name, s.title));
   for (const t of state.options.targets) {
-    const kind = t.preview ? "preview" : "webhook";
+    const kind = t.app ? "app: buttons call back" : t.preview ? "preview" : "webhook";
     $("target").append(option(t.name, `${t.name} (${t.template} · ${t.language} · ${t.msg_type} · ${kind})`));
   }
   $("sample").value = state.options.samples.some((s) => s.name === "firing")

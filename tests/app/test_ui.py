@@ -222,3 +222,31 @@ def test_the_storm_digest_is_previewed_by_picking_storm_json(client: TestClient)
     broken = render(client, payload=many, file="storm.json.j2", source="{{ oops").json()
     assert broken["template"] == "builtin:safe" and broken["error_line"] == 1
     assert broken["message"]["card"]["header"]["title"]["content"].startswith("[STORM]")
+
+
+def test_an_app_targets_card_shows_its_buttons_that_call_back() -> None:
+    app = {"app_id": "cli_a1b2c3", "app_secret": "s", "verification_token": "vt"}
+    config = {
+        "apps": {"oncall": app},
+        "alertmanager": {"url": "http://127.0.0.1:9"},
+        "targets": {"chat": {"app": "oncall", "chat_id": "oc_abc", "language": "en"}},
+    }
+    for client in client_for(config):
+        options = client.get("/ui/api/options").json()
+        assert options["targets"][0]["app"] is True
+        data = render(client, target="chat").json()
+        assert data["template_error"] is None
+        values = [
+            b["behaviors"][0]["value"]
+            for e in data["message"]["card"]["body"]["elements"]
+            if e.get("tag") == "column_set"
+            for c in e["columns"]
+            for b in c["elements"]
+            if b["behaviors"][0]["type"] == "callback"
+        ]
+        actions = [v["action"] for v in values]
+        assert actions == ["ack", "silence", "silence", "silence", "unsilence"]
+        assert [v.get("duration") for v in values][1:4] == ["1h", "4h", "24h"]
+        assert all(v["t"] == "chat" for v in values)
+        assert "fs-btn-callback" in data["html"]
+        assert "Acknowledged by" in json.dumps(data["message"])

@@ -267,3 +267,33 @@ def test_a_19036_answer_splits_the_card_and_every_alert_arrives(
     wait_until(lambda: len(conveyed(feishu.messages("ops"))) == 8, 30, "all 8 alerts")
     assert [r.code for r in feishu.refused(token="ops")] == [19036]  # then re-rendered smaller
     assert max(conveyed(feishu.messages("ops")).values()) == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ({"body": b"<!DOCTYPE html><html><body><h1>Gateway login</h1></body></html>"}, "not_json"),
+        ({"code": 12345, "msg": "a code Feishu added tomorrow"}, "unknown_code"),
+    ],
+)
+def test_answers_we_cannot_read_are_retried_until_feishu_answers_normally(
+    fault: dict[str, Any],
+    reason: str,
+    feishu: FakeFeishu,
+    write_config: Callable[..., Path],
+    serve: Callable[..., Amfeishu],
+) -> None:
+    server = serve(ops_config(write_config, feishu.add_bot("ops")))
+    feishu.fail_next(3, http_status=200, token="ops", **fault)  # then it answers normally
+    assert server.post("/alerts/ops", payload("firing.json")).status_code == 200
+    [card] = feishu.wait_count("ops", 1, timeout=60)
+    assert "HighCPU" in json.dumps(card)
+    assert [r.http_status for r in feishu.refused(token="ops")] == [200, 200, 200]
+    wait_until(
+        lambda: server.metric("amfeishu_notifications_total", outcome="delivered") == 1,
+        10,
+        "the delivery counted",
+    )
+    assert server.metric("amfeishu_delivery_attempts_total", result="retry", reason=reason) == 3
+    assert server.metric("amfeishu_notifications_total", outcome="dead") == 0
+    assert server.metric("amfeishu_outbox_depth") == 0

@@ -8,14 +8,11 @@ without them these tests skip, and fail under AMFEISHU_REQUIRE_E2E=1.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import importlib
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,14 +20,27 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "helm" / "amfeishu"
-CI_DIR = CHART / "ci"
+from tests.support.chart import (
+    CHART,
+    CI,
+    CI_DIR,
+    NAMESPACE,
+    RELEASE,
+    ci_values,
+    container,
+    installed,
+    is_test_hook,
+    kinds,
+    one,
+    pod_spec,
+    render,
+    secret_config,
+    secret_data,
+)
+
 CI_FILES = sorted(p.name for p in CI_DIR.glob("*-values.yaml"))
-RELEASE = "amfeishu"
-NAMESPACE = "monitoring"
 FULLNAME = "amfeishu"  # the release name contains the chart name
-REQUIRE_E2E = os.environ.get("AMFEISHU_REQUIRE_E2E") == "1"
+DIGEST = "sha256:" + "0123456789abcdef" * 4
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}  # no offline schema: checked by hand below
 OPTIONAL_KINDS = {"PersistentVolumeClaim", "PodDisruptionBudget", "NetworkPolicy", "Ingress"}
 AMFEISHU = Path(sys.executable).parent / "amfeishu"
@@ -40,7 +50,6 @@ NO_REDIS = (
     " and rate-limit state through Redis"
 )
 # Jinja that Helm must never touch: its {{ }} would be Helm's own actions under tpl.
-CI = Callable[[str], list[dict[str, Any]]]
 HOSTILE_TEMPLATE = (
     "  {#- leading spaces, a comment -#}\n"
     '{%- set x = {"a": [1, 2]} %}\n'
@@ -53,91 +62,17 @@ HOSTILE_TEMPLATE = (
 )
 
 
-def _need(module: str, package: str) -> ModuleType:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        message = f"{package} is not installed ({exc}): pip install {package} (make test does)"
-        if REQUIRE_E2E:
-            pytest.fail(message + " — AMFEISHU_REQUIRE_E2E=1 forbids skipping")
-        pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def helm() -> ModuleType:
-    return _need("helm_python", "helm-python-sdk")
-
-
-@pytest.fixture(scope="module")
-def kubernetes_validate() -> ModuleType:
-    return _need("kubernetes_validate", "kubernetes-validate")
-
-
-@pytest.fixture(scope="module")
-def chart(helm: ModuleType) -> Iterator[Any]:
-    with helm.Chart.load(str(CHART)) as loaded:
-        yield loaded
-
-
-def ci_values(name: str) -> dict[str, Any]:
-    return yaml.safe_load((CI_DIR / name).read_text(encoding="utf-8")) or {}
-
-
-def render(chart: Any, values: dict[str, Any], release: str = RELEASE) -> list[dict[str, Any]]:
-    """Every object the chart renders for `values`, NOTES.txt left out."""
-    manifests = chart.render(values, name=release, namespace=NAMESPACE)
-    objects = []
-    for path, text in sorted(manifests.items()):
-        if path.endswith(".txt"):
-            continue
-        objects += [doc for doc in yaml.safe_load_all(text) if doc]
-    return objects
-
-
-@pytest.fixture(scope="module")
-def ci(chart: Any) -> CI:
-    """The objects rendered for ci/<name>, rendered once per module."""
-    rendered: dict[str, list[dict[str, Any]]] = {}
-
-    def get(name: str) -> list[dict[str, Any]]:
-        if name not in rendered:
-            rendered[name] = render(chart, ci_values(name))
-        return rendered[name]
-
-    return get
-
-
-def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = [o for o in objects if o["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind}, got {[o['metadata']['name'] for o in found]}"
-    return found[0]
-
-
-def kinds(objects: list[dict[str, Any]]) -> set[str]:
-    return {o["kind"] for o in objects}
-
-
-def pod_spec(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    return one(objects, "Deployment")["spec"]["template"]["spec"]
-
-
-def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    containers = pod_spec(objects)["containers"]
-    return next(c for c in containers if c["name"] == "amfeishu")
-
-
 def annotations(objects: list[dict[str, Any]]) -> dict[str, str]:
     return one(objects, "Deployment")["spec"]["template"]["metadata"].get("annotations") or {}
 
 
-def secret_config(objects: list[dict[str, Any]]) -> bytes:
-    return base64.b64decode(one(objects, "Secret")["data"]["config.yml"])
-
-
 def template_files(objects: list[dict[str, Any]]) -> dict[str, str]:
     """Path under the templates dir → content, as the kubelet lays the ConfigMap out."""
-    data = one(objects, "ConfigMap")["data"]
     volume = next(v for v in pod_spec(objects)["volumes"] if v["name"] == "templates")
+    name = volume["configMap"]["name"]
+    data = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == name)[
+        "data"
+    ]
     return {item["path"]: data[item["key"]] for item in volume["configMap"]["items"]}
 
 
@@ -146,6 +81,8 @@ def template_files(objects: list[dict[str, Any]]) -> dict[str, str]:
 
 def test_ci_values_files_are_the_expected_ones() -> None:
     assert CI_FILES == [
+        "app-existing-secret-values.yaml",
+        "app-values.yaml",
         "custom-templates-values.yaml",
         "default-values.yaml",
         "everything-on-values.yaml",
@@ -184,7 +121,10 @@ def test_every_manifest_validates_strictly(
 def test_objects_carry_standard_labels_and_namespace(ci: CI, name: str) -> None:
     for obj in ci(name):
         labels = obj["metadata"]["labels"]
-        assert labels["app.kubernetes.io/name"] == "amfeishu"
+        # the test Pod has a name of its own: no selector of the release's pods picks it
+        assert labels["app.kubernetes.io/name"] == (
+            "amfeishu-test" if is_test_hook(obj) else "amfeishu"
+        )
         assert labels["app.kubernetes.io/instance"] == RELEASE
         assert labels["helm.sh/chart"] == "amfeishu-0.1.0"
         assert labels["app.kubernetes.io/version"] == "0.1.0"
@@ -204,13 +144,17 @@ def test_values_schema_rejects_a_config_typo(chart: Any, helm: ModuleType) -> No
         render(chart, {"config": {"targetz": {}}})
 
 
-def test_every_values_key_has_a_helm_docs_comment() -> None:
+def helm_docs() -> tuple[dict[str, str], list[str]]:
+    """values.yaml's keys with their own `# --` comment, and the keys with none.
+
+    A map is documented by its own comment, or by all its keys'.
+    """
     text = (CHART / "values.yaml").read_text(encoding="utf-8")
     lines = text.splitlines()
+    documented: dict[str, str] = {}
     missing: list[str] = []
 
     def walk(node: yaml.Node, path: str) -> None:
-        """A key is documented by its own `# --` comment, or, for a map, by all its keys'."""
         for key, value in node.value:
             dotted = f"{path}.{key.value}" if path else key.value
             comment = []
@@ -219,14 +163,26 @@ def test_every_values_key_has_a_helm_docs_comment() -> None:
                 comment.append(lines[line].strip())
                 line -= 1
             if any(c.startswith("# -- ") for c in comment):
-                continue
-            if isinstance(value, yaml.MappingNode) and value.value:
+                documented[dotted] = " ".join(reversed(comment))
+            elif isinstance(value, yaml.MappingNode) and value.value:
                 walk(value, dotted)
             else:
                 missing.append(dotted)
 
     walk(yaml.compose(text), "")
+    return documented, missing
+
+
+def test_every_values_key_has_a_helm_docs_comment() -> None:
+    _, missing = helm_docs()
     assert missing == [], f"values.yaml keys without a `# --` comment: {missing}"
+
+
+def test_every_documented_values_key_is_in_the_readme_table() -> None:
+    readme = (CHART / "README.md").read_text(encoding="utf-8")
+    documented, _ = helm_docs()
+    absent = [key for key in documented if f"| `{key}` |" not in readme]
+    assert absent == [], f"helm/amfeishu/README.md's Values table lacks {absent}"
 
 
 # ---- the pod ---------------------------------------------------------------------------
@@ -270,7 +226,8 @@ def test_pods_are_hardened(ci: CI, name: str) -> None:
 
 def test_defaults_add_nothing_optional(ci: CI) -> None:
     objects = ci("default-values.yaml")
-    assert kinds(objects) == {"Deployment", "Secret", "Service", "ServiceAccount"}
+    assert kinds(installed(objects)) == {"Deployment", "Secret", "Service", "ServiceAccount"}
+    assert [o["kind"] for o in objects if is_test_hook(o)] == ["Pod"]  # for `helm test` only
     assert container(objects)["resources"] == {}
     assert one(objects, "Deployment")["spec"]["replicas"] == 1
     service = one(objects, "Service")
@@ -289,6 +246,8 @@ def test_defaults_add_nothing_optional(ci: CI) -> None:
 def test_everything_on_renders_every_optional_resource(ci: CI) -> None:
     objects = ci("everything-on-values.yaml")
     assert OPTIONAL_KINDS | CRD_KINDS | {"ConfigMap"} <= kinds(objects)
+    config_maps = {o["metadata"]["name"] for o in objects if o["kind"] == "ConfigMap"}
+    assert config_maps == {"amfeishu-templates", "amfeishu-dashboard", "corporate-ca"}
     spec = pod_spec(objects)
     data = next(v for v in spec["volumes"] if v["name"] == "data")
     assert (
@@ -349,6 +308,138 @@ def test_prometheus_rule_alerts_on_amfeishu_itself(ci: CI) -> None:
     # Prometheus' own {{ }} survive Helm
     assert "{{ $labels.target }}" in by_name["AmfeishuDeadLetters"]["annotations"]["summary"]
     assert "{{ $value }}" in by_name["AmfeishuDeadLetters"]["annotations"]["description"]
+
+
+# ---- helm test -------------------------------------------------------------------------
+
+
+def helm_test_pod(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return one([o for o in objects if is_test_hook(o)], "Pod")
+
+
+@pytest.mark.parametrize("name", CI_FILES)
+def test_helm_test_pod_asks_the_service_whether_amfeishu_is_ready(ci: CI, name: str) -> None:
+    objects = ci(name)
+    pod = helm_test_pod(objects)
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never"
+    assert spec["automountServiceAccountToken"] is False
+    (c,) = spec["containers"]
+    service = one(objects, "Service")
+    port = service["spec"]["ports"][0]["port"]
+    assert c["command"][0] == "wget"
+    assert c["command"][-1] == f"http://{service['metadata']['name']}:{port}/-/ready"
+    # hardened like amfeishu's own pods (Pod Security Standard "restricted")
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert c["resources"]["limits"]["memory"]
+    # no selector of the release's pods picks it: not a Service endpoint, not counted by the
+    # PodDisruptionBudget, not confined by the NetworkPolicy's egress rules
+    labels = pod["metadata"]["labels"].items()
+    selectors = [
+        service["spec"]["selector"],
+        one(objects, "Deployment")["spec"]["selector"]["matchLabels"],
+    ]
+    for obj in objects:
+        if obj["kind"] == "PodDisruptionBudget":
+            selectors.append(obj["spec"]["selector"]["matchLabels"])
+        if obj["kind"] == "NetworkPolicy":
+            selectors.append(obj["spec"]["podSelector"]["matchLabels"])
+    for selector in selectors:
+        assert not selector.items() <= labels, selector
+
+
+def test_network_policy_lets_the_test_pod_in(ci: CI) -> None:
+    objects = ci("everything-on-values.yaml")
+    labels = helm_test_pod(objects)["metadata"]["labels"].items()
+    peers = one(objects, "NetworkPolicy")["spec"]["ingress"][0]["from"]
+    own = [
+        peer
+        for peer in peers
+        if set(peer) == {"podSelector"} and peer["podSelector"]["matchLabels"].items() <= labels
+    ]
+    assert len(own) == 1 and own[0]["podSelector"]["matchLabels"], peers
+
+
+@pytest.mark.parametrize(
+    ("values", "image", "url"),
+    [
+        ({}, "docker.io/library/busybox:1.37.0", "http://amfeishu:8064/-/ready"),
+        (
+            {
+                "service": {"port": 9000},
+                "testFramework": {
+                    "image": {"registry": "", "repository": "mirror/busybox", "digest": DIGEST}
+                },
+            },
+            f"mirror/busybox@{DIGEST}",
+            "http://amfeishu:9000/-/ready",
+        ),
+        (
+            {"config": {"tls": {"cert_file": "/tls/tls.crt", "key_file": "/tls/tls.key"}}},
+            "docker.io/library/busybox:1.37.0",
+            "https://amfeishu:8064/-/ready",
+        ),
+    ],
+)
+def test_helm_test_pod_follows_the_values(
+    chart: Any, values: dict[str, Any], image: str, url: str
+) -> None:
+    (c,) = helm_test_pod(render(chart, values))["spec"]["containers"]
+    assert c["image"] == image
+    assert c["command"][-1] == url
+    # a readiness check, not a certificate check: the cluster's CA is not in busybox
+    assert ("--no-check-certificate" in c["command"]) == url.startswith("https:")
+
+
+def test_helm_test_pod_can_be_left_out(chart: Any) -> None:
+    objects = render(chart, {"testFramework": {"enabled": False}})
+    assert not any(is_test_hook(o) for o in objects)
+
+
+# ---- extraObjects ----------------------------------------------------------------------
+
+
+def test_extra_objects_are_rendered_with_tpl(chart: Any) -> None:
+    as_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": '{{ include "amfeishu.fullname" . }}-extra',
+            "namespace": "{{ .Release.Namespace }}",
+        },
+        "data": {"rule": '{{ "{{" }} $labels.pod {{ "}}" }}', "plain": "${NOT_HELMS}"},
+    }
+    as_text = (
+        "apiVersion: v1\n"
+        "kind: ServiceAccount\n"
+        "metadata:\n"
+        "  name: {{ .Release.Name }}-extra\n"
+        "  labels:\n"
+        '    {{- include "amfeishu.labels" . | nindent 4 }}\n'
+    )
+    objects = render(chart, {"extraObjects": [as_map, as_text]}, release="ops")
+    extra = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+    config_map = extra["ConfigMap", "ops-amfeishu-extra"]
+    assert config_map["metadata"]["namespace"] == NAMESPACE
+    assert config_map["data"] == {"rule": "{{ $labels.pod }}", "plain": "${NOT_HELMS}"}
+    account = extra["ServiceAccount", "ops-extra"]
+    assert account["metadata"]["labels"]["app.kubernetes.io/instance"] == "ops"
+    assert kinds(render(chart, {"extraObjects": []})) == kinds(render(chart, {}))
+
+
+def test_everything_on_creates_the_config_map_its_extra_volume_mounts(ci: CI) -> None:
+    objects = ci("everything-on-values.yaml")
+    volume = next(v for v in pod_spec(objects)["volumes"] if v["name"] == "extra-ca")
+    name = volume["configMap"]["name"]
+    assert [o["kind"] for o in objects if o["metadata"]["name"] == name] == ["ConfigMap"]
 
 
 # ---- config and templates --------------------------------------------------------------
@@ -428,7 +519,10 @@ def test_existing_secret_replaces_the_chart_secret(ci: CI) -> None:
     assert "Secret" not in kinds(objects)
     volume = next(v for v in pod_spec(objects)["volumes"] if v["name"] == "config")
     assert volume["secret"]["secretName"] == "amfeishu-config"
-    assert volume["secret"]["items"] == [{"key": "config.yml", "path": "config.yml"}]
+    # mounted whole: its config.yml may name more of its keys (app secrets) as *_file
+    assert "items" not in volume["secret"]
+    mount = next(m for m in container(objects)["volumeMounts"] if m["name"] == "config")
+    assert mount == {"name": "config", "mountPath": "/etc/amfeishu/config", "readOnly": True}
     assert container(objects)["envFrom"] == [{"secretRef": {"name": "amfeishu-env"}}]
     assert "checksum/config" not in annotations(objects)  # amfeishu reloads it on change
 
@@ -482,6 +576,19 @@ def test_replicas_with_redis_roll_without_downtime(ci: CI, chart: Any) -> None:
 # ---- the config passes amfeishu's own check ---------------------------------------------
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")  # without a default
+SECRETS_DIR = "/etc/amfeishu/secrets"
+
+
+def file_keys(node: Any) -> list[tuple[dict[str, Any], str, str]]:
+    """Every `*_file` key of a config: (its section, the key, the file)."""
+    found: list[tuple[dict[str, Any], str, str]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if str(key).endswith("_file") and isinstance(value, str):
+                found.append((node, str(key), value))
+            else:
+                found += file_keys(value)
+    return found
 
 
 def _fake_env(name: str) -> str:
@@ -510,6 +617,15 @@ def test_rendered_config_passes_check_config(ci: CI, name: str, tmp_path: Path) 
             file.write_text(content, encoding="utf-8")
         config["templates"]["dir"] = str(tmp_path / "templates")
     config["storage"]["path"] = str(tmp_path / "outbox.db")
+    # the app secrets' files, laid out from the chart's Secret (or made up: an existing Secret)
+    held = secret_data(objects)
+    for section, key, file in file_keys(config):
+        if file.startswith(SECRETS_DIR + "/"):
+            name = file.removeprefix(SECRETS_DIR + "/")
+            moved = tmp_path / "secrets" / name
+            moved.parent.mkdir(exist_ok=True)
+            moved.write_bytes(held.get(name, f"test-{name}".encode()))
+            section[key] = str(moved)
     path = tmp_path / "config.yml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     env = {**os.environ, **{var: _fake_env(var) for var in needed}}

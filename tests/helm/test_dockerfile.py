@@ -1,5 +1,6 @@
 """The container image, without a Docker engine: hadolint on the Dockerfile, its
-contract read from the file, and the wheel it installs built and started the
+contract read from the file, the lock file it installs with
+(helm/image-constraints.txt), and the wheel it installs built and started the
 way its ENTRYPOINT and CMD start it."""
 
 from __future__ import annotations
@@ -14,16 +15,21 @@ import subprocess
 import sys
 import sysconfig
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from tests.support.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 EXAMPLES = ROOT / "examples"
+CONSTRAINTS = "helm/image-constraints.txt"
 REQUIRE_E2E = os.environ.get("AMFEISHU_REQUIRE_E2E") == "1"
 
 
@@ -85,6 +91,10 @@ def test_image_contract() -> None:
     assert re.fullmatch(r"python:3\.1[12]\.\d+-slim(-\w+)?", base), f"unpinned base {base}"
     assert final[0][1] == base, "builder and final stage must share the interpreter"
     assert any("pip wheel" in a and "--no-deps" in a for a in args_of(builder, "RUN"))
+    # the dependencies at the lock file's versions
+    assert f"{CONSTRAINTS} ./" in args_of(builder, "COPY")
+    installs = [a for a in args_of(builder, "RUN") if "pip install" in a]
+    assert installs and all("--constraint image-constraints.txt" in a for a in installs)
     # the final stage gets the venv only: nothing built or fetched there
     assert args_of(final, "COPY") == ["--from=builder /opt/amfeishu /opt/amfeishu"]
     for run in args_of(final, "RUN"):
@@ -126,6 +136,48 @@ def test_dockerignore_keeps_what_the_build_copies() -> None:
         assert (ROOT / source).exists(), source
 
 
+def pins(text: str) -> dict[str, Version]:
+    """A constraints or `pip freeze` text → canonical name → pinned version."""
+    found: dict[str, Version] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        requirement = Requirement(line)
+        (specifier, *more) = requirement.specifier
+        assert specifier.operator == "==" and not more and not requirement.marker, (
+            f"line {number}: {line!r} is not pinned with =="
+        )
+        found[canonicalize_name(requirement.name)] = Version(specifier.version)
+    return found
+
+
+def runtime_requirements() -> list[Requirement]:
+    """What the image installs: [project] dependencies and the redis extra."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return [
+        Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["redis"]
+    ]
+
+
+def test_lock_file_pins_every_line() -> None:
+    text = (ROOT / CONSTRAINTS).read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line.split("#", 1)[0].strip()]
+    assert len(pins(text)) == len(lines), "a package is pinned twice"  # and each with ==
+    assert "amfeishu" not in pins(text)  # the image installs its own wheel
+
+
+@pytest.mark.parametrize("requirement", runtime_requirements(), ids=str)
+def test_lock_file_covers_the_runtime_dependency(requirement: Requirement) -> None:
+    locked = pins((ROOT / CONSTRAINTS).read_text(encoding="utf-8"))
+    name = canonicalize_name(requirement.name)
+    assert name in locked, f"{CONSTRAINTS} lacks {requirement.name}: run make constraints"
+    assert requirement.specifier.contains(locked[name], prereleases=True), (
+        f"{CONSTRAINTS} pins {requirement.name}=={locked[name]}, pyproject.toml wants"
+        f" {requirement}: run make constraints"
+    )
+
+
 def _metric(text: str, name: str, **labels: str) -> float:
     total = 0.0
     for line in text.splitlines():
@@ -153,7 +205,7 @@ def test_the_wheel_the_image_installs_serves_and_stops_cleanly(tmp_path: Path) -
                 src, context / source, ignore=shutil.ignore_patterns("__pycache__", "*.py[cod]")
             )
         else:
-            context.mkdir(exist_ok=True)
+            (context / source).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, context / source)
     # 2. the builder stage: the wheel, installed into a fresh venv with the redis extra
     wheels = tmp_path / "wheels"
@@ -167,7 +219,23 @@ def test_the_wheel_the_image_installs_serves_and_stops_cleanly(tmp_path: Path) -
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
-    subprocess.run([*pip, "install", "-q", f"{wheel}[redis]"], check=True, timeout=420)
+    constraints = context / CONSTRAINTS
+    subprocess.run(
+        [*pip, "install", "-q", "--constraint", str(constraints), f"{wheel}[redis]"],
+        check=True,
+        timeout=420,
+    )
+    # the lock file pins everything the image gets, at the version it gets
+    frozen = subprocess.run(
+        [*pip, "freeze", "--exclude", "amfeishu"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    installed = pins(frozen)
+    locked = pins(constraints.read_text(encoding="utf-8"))
+    assert {n: v for n, v in installed.items() if locked.get(n) != v} == {}
     # 3. the final stage's layout: config read-only, writes only to the outbox dir and /tmp
     root = tmp_path / "root"
     etc, data, tmp = root / "etc" / "amfeishu", root / "var" / "lib" / "amfeishu", root / "tmp"

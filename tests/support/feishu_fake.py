@@ -91,6 +91,7 @@ class _Fault(NamedTuple):
     code: int | None
     msg: str
     token: str | None  # None: any bot
+    body: bytes | None = None  # a raw answer (an HTML page, say) instead of the JSON one
 
 
 class _Reject(Exception):
@@ -488,10 +489,13 @@ class FakeFeishu:
         msg: str = "",
         *,
         token: str | None = None,
+        body: bytes | None = None,
     ) -> None:
-        """Answer the next n requests (of `token`, or any) with this failure."""
+        """Answer the next n requests (of `token`, or any) with this failure.
+
+        With `body`, that is the answer, served as text/html (a proxy's error page)."""
         with self._cond:
-            self._faults.extend([_Fault(http_status, code, msg, token)] * n)
+            self._faults.extend([_Fault(http_status, code, msg, token, body)] * n)
 
     def fail_for(
         self, seconds: float, http_status: int = 500, code: int | None = None, msg: str = ""
@@ -595,6 +599,8 @@ class FakeFeishu:
             return _reply(h, 503, b"Service Unavailable", "text/plain")
         if fault is not None:
             self._refuse(token, fault.code, fault.http_status, "injected", fault.msg)
+            if fault.body is not None:
+                return _reply(h, fault.http_status, fault.body, "text/html; charset=utf-8")
             if fault.code is None:
                 return _reply(h, fault.http_status, b"injected failure", "text/plain")
             return _reply(h, fault.http_status, {"code": fault.code, "msg": fault.msg, "data": {}})

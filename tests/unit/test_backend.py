@@ -138,3 +138,35 @@ def test_sqlite_unwritable_path_is_an_outbox_error(tmp_path: Path) -> None:
             await box.open()
 
     asyncio.run(run())
+
+
+def test_received_bytes_are_stored_as_they_came(factory: Factory, tmp_path: Path) -> None:
+    raw = b'{"alerts": [{"status":"firing", "labels": {"\xe5\xae\x9e": "\\u4e3b"}}]}'
+
+    async def run() -> None:
+        box = await opened(factory, tmp_path)
+        [entry] = await box.put([NewEntry("ops", raw, "k", "trace", 1)])
+        assert (entry.body, entry.alerts) == (raw, 1)  # the receiver counted its alerts
+        [stored] = await box.pending()
+        assert stored.body == raw and stored.alerts == 0  # read back: not counted yet
+        assert stored.payload == {"alerts": [{"status": "firing", "labels": {"实": "主"}}]}
+        await box.close()
+
+    asyncio.run(run())
+
+
+def test_claim_takes_at_most_each_target_s_room(factory: Factory, tmp_path: Path) -> None:
+    async def run() -> None:
+        box = await opened(factory, tmp_path)
+        await box.claim(["ops", "db"], {"ops": 0, "db": 0})  # a shared store: takes leases
+        ops = await box.put([item("ops", str(i)) for i in range(5)])
+        db = await box.put([item("db", str(i)) for i in range(3)])
+        got: list[int] = []
+        for _ in range(10):  # a shared store answers what reached the stream by then
+            got += [e.id for e in await box.claim(["ops", "db"], {"ops": 2, "db": 2})]
+            if len(got) >= 4:
+                break
+        assert sorted(got) == sorted([e.id for e in ops[:2]] + [e.id for e in db[:2]])
+        await box.close()
+
+    asyncio.run(run())

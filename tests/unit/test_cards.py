@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jinja2 import DictLoader
 
 from amfeishu.cards import checks as h
 from amfeishu.cards import text as ct
+from amfeishu.cards.jinja import environment
 from amfeishu.cards.renderer import SAFE, Rendered, Renderer, RenderError
 from amfeishu.cards.sets import CARD_FILES
 from amfeishu.config.types import Target
@@ -272,6 +274,31 @@ def test_finalize_escapes_once_and_json_filter_passes_through(tmp_path: Path) ->
     assert message["content"]["text"] == f"a<b&'c|{description}|{description}||1"
     assert message["raw"] == {"k": '<v>"', "n": [1, True]}
     assert message["block"] == "磁盘空间不足"
+
+
+@pytest.mark.parametrize("sandboxed", [False, True])
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ('{{ "a<b&\'c\\"" }}', "a<b&'c\\\""),  # a constant: JSON-escaped, never HTML-escaped
+        ('{{ 1 }}{{ 1.5 }}{{ none }}{{ true }}|{{ "<" ~ ">" }}', "11.5True|<>"),
+        ("{{ x }}|{{ x | e }}|{{ x | json }}", '<\\"q\\">|<\\"q\\">|"<\\"q\\">"'),
+        ('{% macro m(a) %}"{{ a }}<"{% endmacro %}{{ m(x) }}|{{ m("<") }}', '"<\\"q\\"><"|"<<"'),
+        ("{% set b %}<{{ x }}>{% endset %}{{ b }}", '<<\\"q\\">>'),
+        (
+            "{% macro m(c) %}[{{ caller() }}]{% endmacro %}{% call m(1) %}{{ x }}{% endcall %}",
+            '[<\\"q\\">]',
+        ),
+        ('{% autoescape false %}{{ "<" }}{{ x }}{% endautoescape %}', '<<\\"q\\">'),
+        ('{% for i in range(2) %}{{ i }}{{ "\\n" }}{% endfor %}', "0\\n1\\n"),
+        ("{{ x | safe }}", '<"q">'),
+    ],
+)
+def test_every_printed_value_is_json_escaped_exactly_once(
+    template: str, expected: str, sandboxed: bool
+) -> None:
+    env = environment(DictLoader({"t": template}), sandboxed=sandboxed)
+    assert env.get_template("t").render(x='<"q">') == expected
 
 
 # ---- selection and colours ---------------------------------------------------------

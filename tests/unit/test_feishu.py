@@ -94,7 +94,10 @@ LEGACY_SUCCESS = b'{"Extra":null,"StatusCode":0,"StatusMessage":"success"}'
         (200, _j(19036, "The message exceeds the size limit of 30KB"), T, "too_large", 19036),
         (200, _j(99991400, "request trigger frequency limit"), R, "rate_limited", 99991400),
         (429, _j(99991400, "request trigger frequency limit"), R, "http_429", 99991400),
-        (200, _j(12345, "something new"), P, "unknown_code", 12345),
+        # a code we do not know may be transient: retried until delivery.max_retry_age
+        (200, _j(12345, "something new"), R, "unknown_code", 12345),
+        (200, b'{"code":12345}', R, "unknown_code", 12345),
+        (400, _j(12345, "something new"), R, "unknown_code", 12345),
         (503, _j(12345, "overloaded"), R, "http_5xx", 12345),
         (429, b"", R, "http_429", D),
         (500, b"Internal Server Error", R, "http_5xx", D),
@@ -102,11 +105,20 @@ LEGACY_SUCCESS = b'{"Extra":null,"StatusCode":0,"StatusMessage":"success"}'
         (504, b"", R, "http_5xx", D),
         (500, b'{"code":0}', R, "http_5xx", 0),  # code 0 on an error status is no success
         (413, b"<html>Request Entity Too Large</html>", T, "too_large", D),
-        (200, b"<html>ok?</html>", P, "not_json", D),
-        (200, b"", P, "not_json", D),
-        (200, b"[0]", P, "not_json", D),
-        (404, b"404 page not found", P, "not_json", D),
-        (200, b'{"msg":"no code at all"}', P, "no_code", D),
+        # answers we cannot read (a proxy's page, a captive portal) are retried, by reason
+        (200, b"<html>ok?</html>", R, "not_json", D),
+        (200, b"<!DOCTYPE html><html><body>Gateway login</body></html>", R, "not_json", D),
+        (200, b"", R, "not_json", D),
+        (200, b"[0]", R, "not_json", D),
+        (200, b"\xff\xfe", R, "not_json", D),
+        (400, b"Bad Request", R, "not_json", D),
+        (400, b"<html><body>400 Bad Request</body></html>", R, "not_json", D),
+        (404, b"404 page not found", R, "not_json", D),
+        (404, b"<html><title>404 Not Found</title></html>", R, "not_json", D),
+        (200, b'{"msg":"no code at all"}', R, "no_code", D),
+        (200, b'{"foo":1}', R, "no_code", D),
+        (200, b'{"code":null,"msg":"x"}', R, "no_code", D),
+        (400, b'{"code":0}', R, "no_code", 0),
     ],
 )
 def test_classify(status: int, body: bytes, outcome: Outcome, reason: str, code: int) -> None:
@@ -114,6 +126,14 @@ def test_classify(status: int, body: bytes, outcome: Outcome, reason: str, code:
     got = (answer.outcome, answer.reason, answer.code, answer.http_status)
     assert got == (outcome, reason, code, status)
     assert answer.message
+
+
+def test_only_the_refusals_the_operator_must_fix_are_permanent() -> None:
+    # feishu-api.md §3: every code it lists, and some it does not
+    codes = [9499, 11232, 11233, 11235, 11310, 19001, 19002, 19021, 19022, 19024, 19036]
+    codes += [99991400, 99991403, 1, 230025, 19003, 12345]
+    permanent = {c for c in codes if classify(200, _j(c, "x")).outcome is P}
+    assert permanent == {19001, 19021, 19022, 19024}
 
 
 @pytest.mark.parametrize(
@@ -139,6 +159,7 @@ def test_refusals_the_operator_must_fix_say_how(code: int, words: list[str]) -> 
         (429, {"Retry-After": "7"}, 7.0),
         (503, {"retry-after": "1.5"}, 1.5),
         (429, {"Retry-After": "soon"}, None),
+        (200, {"Retry-After": "5"}, 5.0),  # an unreadable answer is retried, Retry-After kept
         (429, {}, None),
     ],
 )
@@ -244,13 +265,19 @@ def test_send_over_the_rate_limit_is_retried() -> None:
         ({"http_status": 502, "code": None}, R, "http_5xx"),
         ({"http_status": 200, "code": 11232, "msg": "frequency limited"}, R, "rate_limited"),
         ({"http_status": 200, "code": 19036, "msg": "too big"}, T, "too_large"),
+        ({"http_status": 200, "code": None}, R, "not_json"),
+        ({"http_status": 200, "body": b"<html><body>Please log in</body></html>"}, R, "not_json"),
+        ({"http_status": 404, "body": b"<html><h1>404 Not Found</h1></html>"}, R, "not_json"),
+        ({"http_status": 200, "code": 12345, "msg": "new"}, R, "unknown_code"),
     ],
 )
 def test_send_classifies_server_failures(fail: dict, outcome: Outcome, reason: str) -> None:
     with FakeFeishu() as fake:
         url = fake.add_bot(TOKEN)
         fake.fail_next(1, **fail)
-        assert (send(url, None).outcome, send(url, None).outcome) == (outcome, Outcome.DELIVERED)
+        first, second = send(url, None), send(url, None)
+        assert (first.outcome, first.reason) == (outcome, reason)
+        assert second.outcome is Outcome.DELIVERED
         assert fake.refusals[0].reason == "injected"
 
 

@@ -141,7 +141,7 @@ def test_text_targets_get_no_digests() -> None:
         await world.worker.deliver_batch()
 
     run(scenario())
-    assert not world.worker.storming
+    assert not world.worker.storm.on
     assert all(m["msg_type"] == "text" for m in world.sink.messages)
 
 
@@ -153,7 +153,7 @@ def test_the_worker_sends_digests_when_ten_seconds_behind_and_cards_when_done() 
         for i, payload in enumerate(storm(29)):
             await world.put(payload, key=f"a{i}")
         await world.worker.deliver_batch()
-        assert not world.worker.storming
+        assert not world.worker.storm.on
         assert not any(
             "[告警风暴]" in json.dumps(m, ensure_ascii=False) for m in world.sink.messages
         )
@@ -172,7 +172,7 @@ def test_the_worker_sends_digests_when_ten_seconds_behind_and_cards_when_done() 
             "[告警风暴]" in m["card"]["header"]["title"]["content"] for m in digests
         )
         assert len(digests) <= 12
-        assert not world.worker.queue and not world.worker.storming
+        assert not world.worker.queue and not world.worker.storm.on
         # backlog gone: a new notification is a normal card again
         await world.put(notification("After", 2), key="after")
         await world.worker.deliver_batch()
@@ -186,15 +186,38 @@ def test_a_digest_far_from_full_waits_for_more_unless_it_is_old() -> None:
     world = World()
 
     async def scenario() -> None:
-        world.worker.storming = True  # in a storm; 100 alerts fill a small digest
+        world.worker.storm.on = True  # in a storm; 100 alerts fill a small digest
         for i, payload in enumerate(storm(2)):
             await world.put(payload, key=f"k{i}")
         await world.worker.deliver_batch()
         assert world.sink.messages == []
-        assert world.worker.hold_until > world.time.wall_now
-        world.time.wall_now = world.worker.hold_until
+        assert world.worker.storm.hold_until > world.time.wall_now
+        world.time.wall_now = world.worker.storm.hold_until
         await world.worker.deliver_batch()
         assert len(world.sink.messages) == 1
         assert len(names_in(world.sink.messages)) == 100
 
     run(scenario())
+
+
+def test_amfeishu_render_storm_prints_the_digests(tmp_path: Path) -> None:
+    from tests.support.processes import run_cli
+
+    config = tmp_path / "amfeishu.yml"
+    config.write_text('storage: {path: ":memory:"}\ntargets: {ops: {language: en}}\n')
+    payload = merged(storm(4))  # 200 alerts
+    body = tmp_path / "storm.json"
+    body.write_text(json.dumps(payload.to_dict()))
+    done = run_cli("render", "--config", str(config), "--target", "ops", "--storm", str(body))
+    assert done.returncode == 0, done.stderr
+    digests = json.loads(done.stdout)
+    assert [title(m) for m in digests] == ["[STORM] 200 alerts"]
+    assert len(names_in(digests)) == 200
+    html = run_cli(
+        "render", "--config", str(config), "--target", "ops", "--storm", "--html", str(body)
+    )
+    assert html.returncode == 0 and "storm digest 1/1" in html.stdout
+
+
+def title(message: dict[str, Any]) -> str:
+    return str(message["card"]["header"]["title"]["content"])

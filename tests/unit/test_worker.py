@@ -15,8 +15,9 @@ import pytest
 from amfeishu import worker as worker_module
 from amfeishu.backend.base import DEAD, DELIVERED, DUPLICATE, PENDING, Entry, NewEntry
 from amfeishu.backend.memory import MemoryOutbox
+from amfeishu.cards.plan import Card
 from amfeishu.config.load import build_config
-from amfeishu.config.types import Target
+from amfeishu.config.types import Config, Target
 from amfeishu.dedup import DedupWindow
 from amfeishu.feishu.answers import Answer, Outcome, Reason
 from amfeishu.feishu.webhook import body_size
@@ -99,7 +100,8 @@ class FakeSink:
         self.rule = rule
         self.on_send = on_send
 
-    async def send(self, message: dict[str, Any]) -> Answer:
+    async def send(self, card: Card) -> Answer:
+        message = card.message
         assert len(self.messages) < 100, "runaway sending"
         self.messages.append(copy.deepcopy(message))
         if self.on_send is not None:
@@ -132,7 +134,7 @@ class World:
         )
         self.worker = TargetWorker("ops", self.needs)
 
-    def _sink_for(self, target: Target) -> FakeSink:
+    def _sink_for(self, target: Target, config: Config) -> FakeSink:
         self.sinks_for.append(target)
         return self.sink
 
