@@ -83,7 +83,7 @@ class Callbacks:
             first = await self.service.cards.first_event(event_id, EVENT_TTL)
         except StorageError as exc:  # answered at once: Feishu shows the toast, never resends
             log.warning("callback %s not handled: %s", event_id[:40], exc)
-            return _toast("error", "toast_busy")
+            return _toast("zh", "error", "toast_busy")  # the target is not known yet
         if not first:
             raise HTTPError(401, "this event was handled already")
         event = body.get("event") if isinstance(body.get("event"), dict) else {}
@@ -138,24 +138,24 @@ class Callbacks:
         metrics = self.service.metrics
         if target is None or target.app is None or target.app.app != app:
             metrics.callbacks.labels(app, kind or "none", "unknown").inc()
-            return _toast("error", "toast_unknown")
+            return _toast(language, "error", "toast_unknown")
         cards, group = self.service.cards, str(value.get("g") or "")
         try:
             record = await cards.get(target.name, group)
         except StorageError as exc:
             log.warning("%s from the card failed: %s", kind, exc, extra={"target": target.name})
             metrics.callbacks.labels(app, kind or "none", "failed").inc()
-            return _toast("error", "toast_busy")
+            return _toast(language, "error", "toast_busy")
         known = kind in ("ack", "silence") or (kind == "unsilence" and _named_silences(value))
         if record is None or not known:
             metrics.callbacks.labels(app, kind or "none", "unknown").inc()
-            return _toast("error", "toast_unknown")
+            return _toast(language, "error", "toast_unknown")
         try:
             toast, values, created = await self._apply(config, target, record, kind, value, who)
         except AlertmanagerError as exc:
             log.warning("%s from the card failed: %s", kind, exc, extra={"target": target.name})
             metrics.callbacks.labels(app, kind, "failed").inc()
-            return _toast("error", "toast_no_am", why=str(exc)[:200])
+            return _toast(language, "error", "toast_no_am", why=str(exc)[:200])
         try:
             # A delivery may have saved the record meanwhile: keep its card, add the click.
             fresh = await cards.get(target.name, group) or record
@@ -165,11 +165,11 @@ class Callbacks:
             log.warning("%s from the card failed: %s", kind, exc, extra={"target": target.name})
             metrics.callbacks.labels(app, kind, "failed").inc()
             self._expire_later(config, created)  # not kept, so not made: nothing changed
-            return _toast("error", "toast_busy")
+            return _toast(language, "error", "toast_busy")
         metrics.callbacks.labels(app, kind, "done").inc()
         log.info("%s from the card by %s", kind, who or "?", extra={"target": target.name})
         card = self._card(target, renderer, fresh, language)
-        answer = _toast_body("success", toast, **values)
+        answer = _toast_body(language, "success", toast, **values)
         if card is not None:
             answer["card"] = {"type": "raw", "data": card["card"]}
         return JSONResponse(answer)
@@ -314,13 +314,15 @@ def _seconds(value: Any) -> float | None:
     return number / 1e3 if number > 1e11 else number
 
 
-def _toast_body(kind: str, key: str, **values: str) -> dict[str, Any]:
+def _toast_body(language: str, kind: str, key: str, **values: str) -> dict[str, Any]:
+    """A toast in the target's language, with both for clients set to the other."""
     zh, en = translate("zh", key, **values), translate("en", key, **values)
-    return {"toast": {"type": kind, "content": zh, "i18n": {"zh_cn": zh, "en_us": en}}}
+    content = en if language == "en" else zh
+    return {"toast": {"type": kind, "content": content, "i18n": {"zh_cn": zh, "en_us": en}}}
 
 
-def _toast(kind: str, key: str, **values: str) -> JSONResponse:
-    return JSONResponse(_toast_body(kind, key, **values))
+def _toast(language: str, kind: str, key: str, **values: str) -> JSONResponse:
+    return JSONResponse(_toast_body(language, kind, key, **values))
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
