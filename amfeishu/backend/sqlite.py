@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, target);
 CREATE INDEX IF NOT EXISTS outbox_updated ON outbox (state, updated_at);
+-- pending_refs (every 2 s) reads only this index, never the rows with their payloads
+CREATE INDEX IF NOT EXISTS outbox_refs ON outbox (state, id, received_at, target);
 """
 _COLUMNS = (
     "id, target, payload, dedup_key, trace_id, received_at, state, attempts, last_error, updated_at"
