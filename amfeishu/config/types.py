@@ -19,7 +19,7 @@ LANGUAGES = ("zh", "en", "auto")
 MSG_TYPES = ("interactive", "text", "post")
 OPEN_ID = re.compile(r"ou_[A-Za-z0-9_-]+")  # used with fullmatch: no "ou_x\n"
 EMAIL = re.compile(r"[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+")  # for <at email=…> on app cards
-# Who an app target sends to, and the pattern of each kind of id (feishu-app-api: send).
+# Who an app target sends to, and the pattern of each kind of id (https://open.feishu.cn/document/server-docs/im-v1/message/create).
 RECEIVE_ID_TYPES: dict[str, re.Pattern[str]] = {
     "chat_id": re.compile(r"oc_[A-Za-z0-9_-]+"),
     "open_id": OPEN_ID,
