@@ -40,10 +40,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT,
     updated_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, target);
 CREATE INDEX IF NOT EXISTS outbox_updated ON outbox (state, updated_at);
--- pending_refs (every 2 s) reads only this index, never the rows with their payloads
+-- by state, in id order; pending_refs (every 2 s) reads only this index, never the rows
+-- with their payloads. It replaces (state, target): one index fewer to keep per insert.
 CREATE INDEX IF NOT EXISTS outbox_refs ON outbox (state, id, received_at, target);
+DROP INDEX IF EXISTS outbox_state;
 """
 _COLUMNS = (
     "id, target, payload, dedup_key, trace_id, received_at, state, attempts, last_error, updated_at"
