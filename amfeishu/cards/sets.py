@@ -43,8 +43,9 @@ def files_for(target: Target) -> tuple[str, ...]:
 
 
 def digests(target: Target) -> bool:
-    """Whether a storm becomes digest cards for this target (interactive, own templates)."""
-    return target.msg_type == "interactive" and not target.card_template_id
+    """Whether a storm becomes digest cards for this target: a webhook's interactive cards
+    from its own templates (an app target keeps one card per alert group, updated)."""
+    return target.msg_type == "interactive" and not target.card_template_id and target.app is None
 
 
 def card_file(kind: str) -> str:

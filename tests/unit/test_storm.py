@@ -221,3 +221,19 @@ def test_amfeishu_render_storm_prints_the_digests(tmp_path: Path) -> None:
 
 def title(message: dict[str, Any]) -> str:
     return str(message["card"]["header"]["title"]["content"])
+
+
+def test_app_targets_keep_one_card_per_group_in_a_storm() -> None:
+    from amfeishu.storm_mode import StormMode
+
+    app = {"app_id": "cli_a1b2c3", "app_secret": "s", "verification_token": "vt"}
+    cfg = build_config(
+        {
+            "storage": {"path": ":memory:"},
+            "apps": {"oncall": app},
+            "targets": {"chat": {"app": "oncall", "chat_id": "oc_1"}, "hook": {}},
+        },
+        env={},
+    )
+    assert not StormMode("chat").check(cfg.targets["chat"], 30, 100_000)
+    assert StormMode("hook").check(cfg.targets["hook"], 30, 100_000)
