@@ -8,19 +8,15 @@ Redis store, this module the embedded ones (SQLite beside the outbox, and memory
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import sqlite3
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-from amfeishu.backend.base import StorageError
+from amfeishu.backend.sqlite_thread import SQLiteThread
 
-T = TypeVar("T")
 FIRING, RESOLVED = "firing", "resolved"
 # What people did on a card; a click and a delivery each write only their own part.
 PEOPLE_FIELDS = ("acked_by", "acked_at", "silence_ids", "silenced_by", "silenced_until")
@@ -121,45 +117,18 @@ class SQLiteCards:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cards")
-        self._db: sqlite3.Connection | None = None
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._db is None:  # closed (its thread is gone too): a click during shutdown
-            raise StorageError("card registry is closed")
-
-        def call() -> T:
-            if self._db is None:
-                raise StorageError("card registry is closed")
-            try:
-                return fn(self._db)
-            except sqlite3.Error as exc:
-                self._db.rollback()
-                raise StorageError(f"card registry {self.path}: {exc}") from exc
-
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        self._db = SQLiteThread(path, "the card registry", "cards")
+        self._run = self._db.run
 
     async def open(self) -> None:
-        def connect() -> None:
-            try:
-                db = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(_SCHEMA)
-                db.commit()
-            except sqlite3.Error as exc:
-                raise StorageError(f"cannot open the card registry {self.path}: {exc}") from exc
-            self._db = db
+        def setup(db: sqlite3.Connection) -> None:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        await self._db.open(setup)
 
     async def close(self) -> None:
-        def shut() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        await asyncio.get_running_loop().run_in_executor(self._executor, shut)
-        self._executor.shutdown(wait=True)
+        await self._db.close()
 
     async def get(self, target: str, group: str) -> CardRecord | None:
         def read(db: sqlite3.Connection) -> str | None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from amfeishu.backend.base import (
     DEAD,
@@ -24,8 +23,8 @@ from amfeishu.backend.base import (
     StorageError,
     within_room,
 )
+from amfeishu.backend.sqlite_thread import SQLiteThread
 
-T = TypeVar("T")
 PAGE_SIZE = 16384
 WAL_CHECKPOINT_BYTES = 16 * 1024 * 1024
 
@@ -58,60 +57,33 @@ def _row(row: tuple[Any, ...]) -> Entry:
     return Entry(row[0], row[1], body.encode() if isinstance(body, str) else body, *row[3:])
 
 
+def _setup(db: sqlite3.Connection) -> None:
+    # A notification is a few KB: 16 KB pages take one in one page (a new file only; an
+    # existing one keeps its size). Measured: 38 → 24 µs an insert.
+    db.execute(f"PRAGMA page_size={PAGE_SIZE}")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash
+    # Checkpoint (the only fsync in this mode) per ~16 MB of WAL, whatever the page.
+    page = int(db.execute("PRAGMA page_size").fetchone()[0])
+    db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // page}")
+    db.executescript(_SCHEMA)
+
+
 class SQLiteOutbox:
     """SQLite in WAL mode; every statement runs on one worker thread."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
-        self._db: sqlite3.Connection | None = None
+        self._db = SQLiteThread(path, "outbox", "outbox")
+        self._run = self._db.run
         self._batch: list[tuple[NewEntry, asyncio.Future[Entry]]] = []
         self._flushing = False
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            if self._db is None:
-                raise StorageError("outbox is closed")
-            try:
-                return fn(self._db)
-            except sqlite3.Error as exc:
-                self._db.rollback()
-                raise StorageError(f"outbox {self.path}: {exc}") from exc
-
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
-
     async def open(self) -> None:
-        def connect() -> None:
-            db = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
-            try:
-                # A notification is a few KB: 16 KB pages take one in one page (a new file
-                # only; an existing one keeps its size). Measured: 38 → 24 µs an insert.
-                db.execute(f"PRAGMA page_size={PAGE_SIZE}")
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash
-                # Checkpoint (the only fsync in this mode) per ~16 MB of WAL, whatever the page.
-                page = int(db.execute("PRAGMA page_size").fetchone()[0])
-                db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // page}")
-                db.executescript(_SCHEMA)
-                db.commit()
-            except sqlite3.Error as exc:
-                db.close()
-                raise StorageError(f"cannot open outbox {self.path}: {exc}") from exc
-            self._db = db
-
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, connect)
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open outbox {self.path}: {exc}") from exc
+        await self._db.open(_setup)
 
     async def close(self) -> None:
-        def shut() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        await asyncio.get_running_loop().run_in_executor(self._executor, shut)
-        self._executor.shutdown(wait=True)
+        await self._db.close()
 
     async def put(self, items: list[NewEntry]) -> list[Entry]:
         """Durable when it returns. Concurrent callers share one transaction."""
