@@ -30,7 +30,7 @@ from amfeishu.cards.actions import app_context
 from amfeishu.cards.text import translate, zone
 from amfeishu.config.reader import parse_duration
 from amfeishu.config.types import App, Config, Target
-from amfeishu.edge import HTTPError
+from amfeishu.edge import HTTPError, read_bounded
 from amfeishu.feishu import crypto
 from amfeishu.models import PayloadError, parse_notification
 from amfeishu.service import Service
@@ -62,7 +62,7 @@ class Callbacks:
         app = config.apps.get(name)
         if app is None:
             raise HTTPError(404, f"unknown app {name!r:.60}")
-        raw = await _read_body(request, BODY_LIMIT)
+        raw = await read_bounded(request, BODY_LIMIT)
         body = self._verified(app, raw, request.headers)
         if body.get("type") == "url_verification":
             self._token(app, body.get("token"))
@@ -323,16 +323,3 @@ def _toast_body(language: str, kind: str, key: str, **values: str) -> dict[str, 
 
 def _toast(language: str, kind: str, key: str, **values: str) -> JSONResponse:
     return JSONResponse(_toast_body(language, kind, key, **values))
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise HTTPError(413, f"body is {declared} bytes, more than the limit of {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPError(413, f"body is more than the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
