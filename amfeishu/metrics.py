@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Mapping
+from typing import Any
 
 import prometheus_client
 from prometheus_client import (
@@ -34,6 +35,7 @@ class Metrics:
     """One registry per app, so tests can run several apps in one process."""
 
     def __init__(self) -> None:
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         r = self.registry = CollectorRegistry()
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
@@ -126,6 +128,15 @@ class Metrics:
             "amfeishu_config_hash", "Hash of the loaded configuration.", registry=r
         )
         Info("amfeishu_build", "Build information.", registry=r).info(build_labels(os.environ))
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once: labels() takes a lock and hashes, and the
+        hot path asks for the same few children on every request."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
 
 def build_labels(env: Mapping[str, str]) -> dict[str, str]:

@@ -11,7 +11,6 @@ the outbox stores and what a waiting worker keeps (amfeishu/models.py).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -49,8 +48,6 @@ class Receiver:
     def __init__(self, service: Service, body_limit: int = DEFAULT_BODY_LIMIT) -> None:
         self.service = service
         self.body_limit = body_limit
-        self._counted: dict[str, Any] = {}  # target → its alerts_received child
-        self._counted_in: object = None  # the Metrics those children belong to
 
     def _known_target(self, request: Request) -> str | None:
         name = request.path_params.get("target")
@@ -119,18 +116,9 @@ class Receiver:
         if not service.backend.shared:  # a shared outbox is consumed by whichever replica
             service.dispatcher.submit(entries)
         counts = {name: len(n.alerts) for name, n in per_target.items()}
+        metrics = service.metrics
         for name, count in counts.items():
-            self._received(name).inc(count)
+            metrics.child(metrics.alerts_received, name).inc(count)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("queued %s", ", ".join(f"{k}={v}" for k, v in counts.items()) or "nothing")
         return counts
-
-    def _received(self, target: str) -> Any:
-        """The target's alerts_received counter, looked up once (labels() takes a lock)."""
-        metrics = self.service.metrics
-        if self._counted_in is not metrics:
-            self._counted, self._counted_in = {}, metrics
-        child = self._counted.get(target)
-        if child is None:
-            child = self._counted[target] = metrics.alerts_received.labels(target)
-        return child

@@ -89,7 +89,6 @@ class TargetWorker:
         self.retry_at = 0.0
         self.storm = StormMode(name)
         self._reported: set[int | None] = set()  # permanent codes already explained in the log
-        self._depth: Any = None  # the outbox_depth gauge's child for this target
 
     def add(self, entry: Entry) -> None:
         count = entry.alerts  # known when this process's receiver parsed it
@@ -108,9 +107,8 @@ class TargetWorker:
         return self.overflow or len(self.queue) >= MAX_IN_MEMORY
 
     def show_depth(self) -> None:
-        if self._depth is None:  # labels() takes a lock and hashes: once per worker
-            self._depth = self.needs.metrics.outbox_depth.labels(self.name)
-        self._depth.set(len(self.queue) + self.stored)
+        metrics = self.needs.metrics
+        metrics.child(metrics.outbox_depth, self.name).set(len(self.queue) + self.stored)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep that ends early when the process stops."""

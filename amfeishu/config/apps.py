@@ -19,6 +19,7 @@ from amfeishu.config.types import (
     AlertmanagerAPI,
     App,
     AppDelivery,
+    Secret,
     Target,
 )
 from amfeishu.feishu.openapi import base_url, validate_domain
@@ -71,18 +72,12 @@ def parse_apps(r: Reader, data: Any) -> dict[str, App]:
         apps[str(name)] = App(
             name=str(name),
             app_id=app_id,
-            app_secret=secret if secret is not None else _missing(),
+            app_secret=secret if secret is not None else Secret(""),  # reported above
             base_url=_domain(r, d, path),
             encrypt_key=r.secret(d, "encrypt_key", path),
             verification_token=r.secret(d, "verification_token", path),
         )
     return apps
-
-
-def _missing() -> Any:
-    from amfeishu.config.types import Secret
-
-    return Secret("")
 
 
 def _domain(r: Reader, d: dict[str, Any], path: str) -> str:
