@@ -227,8 +227,8 @@ class TargetWorker:
             elif answer.outcome is Outcome.TOO_LARGE and (
                 len(card.notification.alerts) > 1 or not card.safe
             ):
-                # Feishu measures differently than we do: halve the budget until it fits.
-                cards[:0] = plan.split(card, target, renderer, card.size // 2)
+                # Feishu measures differently than we do: halves, until each fits.
+                cards[:0] = plan.split(card, target, renderer)
             elif answer.outcome is Outcome.BAD_CARD and not card.safe:
                 # A template Feishu refuses must not lose the alert: once more, as the safe card.
                 for q in items:

@@ -229,11 +229,19 @@ def _render(
     )
 
 
-def split(card: Card, target: Target, renderer: Renderer, budget: int) -> list[Card]:
-    """Feishu said too large although we measured less: halve and render again."""
+def split(card: Card, target: Target, renderer: Renderer) -> list[Card]:
+    """Feishu said too large although we measured less: its alerts in two halves, each
+    smaller than the refused card; a half refused again is split again. Halving the
+    byte budget instead fails where a card's frame alone is near half of it (a card per
+    alert, each the minimal one)."""
     alerts = list(card.notification.alerts)
-    return _fit(
-        card.notification, alerts, card.groups, len(alerts), target, renderer, card.safe, budget
+    total, smaller = len(alerts), card.size - 1
+    if total == 1:  # nothing to halve: the minimal card, or dead when that is refused too
+        return _fit(card.notification, alerts, card.groups, 1, target, renderer, card.safe, 0)
+    half = total // 2
+    base, groups, safe = card.notification, card.groups, card.safe
+    return _fit(base, alerts[:half], groups[:half], total, target, renderer, safe, smaller) + _fit(
+        base, alerts[half:], groups[half:], total, target, renderer, safe, smaller
     )
 
 
