@@ -1,13 +1,12 @@
 """The embedded outbox: SQLite in WAL mode at `storage.path`.
 
-SQLite runs on one thread of its own and commits the requests of one loop
-tick together: a commit per request on the event loop halves the
-receiver's throughput.
+Inserts are committed on the event loop, the requests of one loop tick
+together (sqlite_writer.py says why); everything else runs on one thread
+of its own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
@@ -20,10 +19,10 @@ from amfeishu.backend.base import (
     PENDING,
     Entry,
     NewEntry,
-    StorageError,
     within_room,
 )
 from amfeishu.backend.sqlite_thread import SQLiteThread
+from amfeishu.backend.sqlite_writer import LoopWriter
 
 PAGE_SIZE = 16384
 WAL_CHECKPOINT_BYTES = 16 * 1024 * 1024
@@ -76,47 +75,19 @@ class SQLiteOutbox:
         self.path = path
         self._db = SQLiteThread(path, "outbox", "outbox")
         self._run = self._db.run
-        self._batch: list[tuple[NewEntry, asyncio.Future[Entry]]] = []
-        self._flushing = False
+        self._writer = LoopWriter(self._db, _insert)
 
     async def open(self) -> None:
         await self._db.open(_setup)
+        self._writer.open()
 
     async def close(self) -> None:
+        await self._writer.close()
         await self._db.close()
 
     async def put(self, items: list[NewEntry]) -> list[Entry]:
         """Durable when it returns. Concurrent callers share one transaction."""
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in items]
-        self._batch.extend(zip(items, futures, strict=True))
-        if not self._flushing:
-            self._flushing = True
-            self._flush_task = loop.create_task(self._flush())
-        if len(futures) == 1:  # the usual request: no gathering future to build
-            return [await futures[0]]
-        return list(await asyncio.gather(*futures))
-
-    async def _flush(self) -> None:
-        try:
-            while self._batch:
-                await asyncio.sleep(0)  # let the rest of this tick's requests join
-                batch, self._batch = self._batch, []
-                try:
-                    entries = await self._insert([i for i, _ in batch])
-                except Exception as exc:  # every waiter learns of it and answers 503
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(StorageError(str(exc)))
-                    continue
-                for (_, fut), entry in zip(batch, entries, strict=True):
-                    if not fut.done():
-                        fut.set_result(entry)
-        finally:
-            self._flushing = False
-
-    async def _insert(self, items: list[NewEntry]) -> list[Entry]:
-        return await self._run(lambda db: _insert(db, items))
+        return await self._writer.put(items)
 
     async def pending(self, target: str | None = None) -> list[Entry]:
         return await self._select(PENDING, target)

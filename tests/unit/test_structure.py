@@ -38,6 +38,7 @@ LAYERS: list[set[str]] = [
     {"backend.redis_outbox", "backend.redis_cards"},
     {"backend.redis_leases", "backend.redis_limits", "backend.sqlite", "backend.memory"},
     {"backend.cards"},
+    {"backend.sqlite_writer"},
     {"backend.sqlite_thread"},
     {"backend.redis_link"},
     {"backend.base"},

@@ -1,0 +1,84 @@
+"""The outbox's inserts on the event loop: a locked file and the WAL's growth."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from amfeishu.backend import sqlite_writer
+from amfeishu.backend.base import NewEntry, StorageError
+from amfeishu.backend.sqlite import SQLiteOutbox
+
+
+def entry(key: str, size: int = 100) -> NewEntry:
+    return NewEntry("ops", b'{"alerts": [], "pad": "' + b"x" * size + b'"}', key, "trace", 1)
+
+
+async def until(check: object, what: str, seconds: float = 10.0) -> None:
+    """Wait on a condition with a deadline, letting the loop and the thread run."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not check():  # type: ignore[operator]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+def test_a_batch_that_finds_the_file_locked_waits_on_the_thread(tmp_path: Path) -> None:
+    path = str(tmp_path / "outbox.db")
+
+    async def run() -> None:
+        box = SQLiteOutbox(path)
+        await box.open()
+        other = sqlite3.connect(path, isolation_level=None)  # like `amfeishu outbox revive`
+        other.execute("BEGIN IMMEDIATE")  # holds the write lock
+        put = asyncio.create_task(box.put([entry("a")]))
+        await until(lambda: box._writer.handovers == 1, "the batch to go to the thread")
+        assert not put.done()  # not refused, not lost: waiting for the lock
+        other.execute("COMMIT")
+        [stored] = await put
+        assert [e.id for e in await box.pending()] == [stored.id]
+        [again] = await box.put([entry("b")])  # the loop's own connection again
+        assert box._writer.handovers == 1 and again.id > stored.id
+        other.close()
+        await box.close()
+
+    asyncio.run(run())
+
+
+def test_checkpoints_on_the_thread_keep_the_wal_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_writer, "CHECKPOINT_EVERY", 1024 * 1024)
+    path = tmp_path / "outbox.db"
+    wal = tmp_path / "outbox.db-wal"
+    written = largest = 0
+
+    async def run() -> None:
+        nonlocal written, largest
+        box = SQLiteOutbox(str(path))
+        await box.open()
+        for batch in range(200):  # 200 commits of 10 rows of 2 KB: 4 MB, ~25 MB of WAL
+            items = [entry(f"{batch}-{i}", 2000) for i in range(10)]
+            await asyncio.gather(*(box.put([i]) for i in items))
+            written += sum(len(i.body) for i in items)
+            await box._writer.settled()
+            largest = max(largest, wal.stat().st_size)  # closing deletes it: measured here
+        assert len(await box.pending()) == 2000
+        await box.close()
+
+    asyncio.run(run())
+    assert largest < 3 * 1024 * 1024, f"WAL grew to {largest} bytes, {written} bytes written"
+
+
+def test_a_closed_outbox_refuses_with_a_storage_error(tmp_path: Path) -> None:
+    async def run() -> None:
+        box = SQLiteOutbox(str(tmp_path / "outbox.db"))
+        await box.open()
+        await box.close()
+        with pytest.raises(StorageError, match="closed"):
+            await box.put([entry("late")])
+
+    asyncio.run(run())
