@@ -230,7 +230,6 @@ class Dispatcher:
             wanted += ids[:room]
             worker.stored = max(0, len(ids) - room)
             worker.overflow = worker.stored > 0
-            worker.show_depth()
         wanted += [i for name, ids in unknown.items() if name not in self._workers for i in ids]
         if wanted:
             self.submit(await self.outbox.by_ids(wanted), from_storage=True)
@@ -244,7 +243,7 @@ class Dispatcher:
         for task in self._tasks:  # housekeeping holds nothing in flight
             task.cancel()
         for worker in self._workers.values():
-            worker.wake.set()
+            worker.stop()
         tasks = [w.task for w in self._workers.values() if w.task]
         _, running = await asyncio.wait(tasks, timeout=grace) if tasks else (set(), set())
         for task in running:

@@ -83,12 +83,16 @@ class TargetWorker:
         self.queue: dict[int, Queued] = {}
         self.overflow = False  # entries wait in the outbox: new ones queue behind them
         self.stored = 0  # how many (as of the last poll)
-        self.wake = asyncio.Event()
+        self.wake = asyncio.Event()  # new work (or stop) for an idle worker
+        self._stopped = asyncio.Event()  # ends a pause; arrivals do not (one wake-up each)
         self.task: asyncio.Task[None] | None = None
         self.failures = 0
         self.retry_at = 0.0
         self.storm = StormMode(name)
         self._reported: set[int | None] = set()  # permanent codes already explained in the log
+        # Read when scraped, not set on every arrival: no lock taken per request.
+        depth = needs.metrics.child(needs.metrics.outbox_depth, name)
+        depth.set_function(lambda: len(self.queue) + self.stored)
 
     def add(self, entry: Entry) -> None:
         count = entry.alerts  # known when this process's receiver parsed it
@@ -99,27 +103,22 @@ class TargetWorker:
                 log.error("unreadable outbox entry %s: %s", entry.id, exc)
                 return
         self.queue[entry.id] = Queued(entry, alerts=count)
-        self.show_depth()
         self.wake.set()
 
     @property
     def full(self) -> bool:
         return self.overflow or len(self.queue) >= MAX_IN_MEMORY
 
-    def show_depth(self) -> None:
-        metrics = self.needs.metrics
-        metrics.child(metrics.outbox_depth, self.name).set(len(self.queue) + self.stored)
+    def stop(self) -> None:
+        """Ends a pause or an idle wait now (the process is stopping)."""
+        self._stopped.set()
+        self.wake.set()
 
     async def _pause(self, seconds: float) -> None:
         """Sleep that ends early when the process stops."""
         if seconds > 0 and not self.needs.stopping():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_event(), timeout=seconds)
-
-    async def _stop_event(self) -> None:
-        while not self.needs.stopping():
-            self.wake.clear()
-            await self.wake.wait()
+                await asyncio.wait_for(self._stopped.wait(), timeout=seconds)
 
     async def run(self) -> None:
         clock = self.needs.clock
@@ -360,7 +359,6 @@ class TargetWorker:
         if not self.queue and not self.stored:
             self.storm.over()
         self.needs.metrics.notifications.labels(self.name, outcome).inc()
-        self.show_depth()
         log.info(
             "notification %s",
             outcome,

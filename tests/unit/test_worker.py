@@ -587,6 +587,24 @@ def test_run_delivers_and_ends_when_stopping() -> None:
     run(scenario())
 
 
+def test_stop_ends_a_backoff_pause_at_once() -> None:
+    async def scenario() -> None:
+        world = World()
+        entry = await world.put(example("firing.json"))
+        world.worker.retry_at = world.time.mono_now + 3600  # backing off for an hour
+        running = asyncio.create_task(world.worker.run())
+        await world.put(example("firing.json"), key="another")  # arrivals do not end it
+        await asyncio.sleep(0)
+        assert not running.done()
+        world.stop = True
+        world.worker.stop()
+        await asyncio.wait_for(running, timeout=10)
+        assert world.sink.messages == []
+        assert (await world.state(entry)).state == PENDING
+
+    run(scenario())
+
+
 def test_run_returns_when_its_target_is_gone() -> None:
     async def scenario() -> None:
         world = World(current=generation(targets={"other": {}}))
