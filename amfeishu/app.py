@@ -11,11 +11,12 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import Receive, Scope, Send
 
 from amfeishu.backend.base import StorageError
 from amfeishu.callbacks import Callbacks
-from amfeishu.edge import AuthMiddleware, HTTPError, Traced, error_response
+from amfeishu.edge import AuthMiddleware, Endpoint, HTTPError, Traced, error_response
 from amfeishu.receiver import DEFAULT_BODY_LIMIT, Receiver
 from amfeishu.service import Service
 
@@ -28,12 +29,32 @@ def guarded(service: Service, endpoint: str | None = None) -> list[Middleware]:
     return [Middleware(Traced, endpoint=endpoint, metrics=lambda: service.metrics), auth]
 
 
+class App(Starlette):
+    """Starlette, with `hot` (POST /alerts/{target}, what Alertmanager calls) taken before
+    the app-wide middleware and the router: the route's own Traced answers every error
+    as JSON, so those layers only cost time there (py-spy: ~15 µs of ~190 a request)."""
+
+    def __init__(self, hot: Route, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hot = hot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            match, child = self.hot.matches(scope)
+            if match is Match.FULL:  # a wrong method is PARTIAL: the router's 405
+                scope.update(child)
+                scope["app"] = self
+                await self.hot.app(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def build_app(
     service: Service,
     *,
     body_limit: int = DEFAULT_BODY_LIMIT,
     extra_routes: list[BaseRoute] | None = None,
-) -> Starlette:
+) -> App:
     receiver = Receiver(service, body_limit)
 
     @contextlib.asynccontextmanager
@@ -68,9 +89,10 @@ def build_app(
     def post(path: str, endpoint: Callable[..., Any], name: str) -> Route:
         return Route(path, endpoint, methods=["POST"], middleware=guarded(service, name))
 
+    alerts_target = post("/alerts/{target}", Endpoint(receiver.alerts), "alerts_target")
     routes: list[BaseRoute] = [
-        post("/alerts", receiver.alerts, "alerts"),
-        post("/alerts/{target}", receiver.alerts, "alerts_target"),
+        post("/alerts", Endpoint(receiver.alerts), "alerts"),
+        alerts_target,
         post("/api/v1/notify/{target}", receiver.notify, "notify"),
         post("/-/reload", reload, "reload"),
         Route("/-/healthy", healthy, methods=["GET", "HEAD"]),
@@ -85,4 +107,4 @@ def build_app(
         ),
         *(extra_routes or []),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return App(alerts_target, routes=routes, lifespan=lifespan)

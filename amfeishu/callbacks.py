@@ -62,7 +62,7 @@ class Callbacks:
         app = config.apps.get(name)
         if app is None:
             raise HTTPError(404, f"unknown app {name!r:.60}")
-        raw = await read_bounded(request, BODY_LIMIT)
+        raw = await read_bounded(request.scope, request.receive, BODY_LIMIT)
         body = self._verified(app, raw, request.headers)
         if body.get("type") == "url_verification":
             self._token(app, body.get("token"))

@@ -8,7 +8,6 @@ and JSON for log shippers; every one stamps RFC 3339 times with a zone.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import json
 import logging
@@ -17,7 +16,7 @@ import random
 import re
 import secrets
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 
@@ -60,13 +59,13 @@ def short_id(traceparent: str) -> str:
     return m.group(1)[:12] if m else (traceparent or "-")[:12]
 
 
-@contextlib.contextmanager
-def bind_request_id(value: str) -> Iterator[None]:
-    token = _request_id.set(value)
-    try:
-        yield
-    finally:
-        _request_id.reset(token)
+def bind_request_id(value: str) -> contextvars.Token[str]:
+    """Every log line of this task carries `value` until unbind_request_id(the token)."""
+    return _request_id.set(value)
+
+
+def unbind_request_id(token: contextvars.Token[str]) -> None:
+    _request_id.reset(token)
 
 
 class _ContextFilter(logging.Filter):

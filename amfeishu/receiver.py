@@ -14,6 +14,7 @@ import logging
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from amfeishu.backend.base import NewEntry, StorageError
 from amfeishu.dedup import dedup_key
@@ -49,15 +50,16 @@ class Receiver:
         self.service = service
         self.body_limit = body_limit
 
-    def _known_target(self, request: Request) -> str | None:
-        name = request.path_params.get("target")
+    def _known_target(self, scope: Scope) -> str | None:
+        name: str | None = scope.get("path_params", {}).get("target")
         if name is not None and name not in self.service.config.targets:
             raise HTTPError(404, f"unknown target {name!r}")
         return name
 
-    async def alerts(self, request: Request) -> Response:
-        name = self._known_target(request)
-        raw = await read_body(request, self.body_limit)
+    async def alerts(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """POST /alerts and /alerts/{target}, as ASGI: the hot path (app.py)."""
+        name = self._known_target(scope)
+        raw = await read_body(scope, receive, self.body_limit)
         notification = parse_body(raw)
         if name is not None:
             per_target = {name: notification}
@@ -71,25 +73,26 @@ class Receiver:
                     len(routed.unmatched),
                     ", ".join(sorted({a.name or a.fingerprint for a in routed.unmatched})),
                 )
-        queued = await self._enqueue(request, per_target, notification, raw)
+        queued = await self._enqueue(scope, per_target, notification, raw)
         sent = {a.fingerprint for n in per_target.values() for a in n.alerts}
         unrouted = max(0, len(notification.alerts) - len(sent))
-        return json_response({"status": "queued", "targets": queued, "unrouted_alerts": unrouted})
+        answer = {"status": "queued", "targets": queued, "unrouted_alerts": unrouted}
+        await json_response(answer)(scope, receive, send)
 
     async def notify(self, request: Request) -> Response:
         name = request.path_params["target"]
-        self._known_target(request)
+        self._known_target(request.scope)
         data = await read_json(request, self.body_limit)
         try:
             notification = parse_event(data)
         except PayloadError as exc:
             raise HTTPError(400, str(exc)) from None
-        queued = await self._enqueue(request, {name: notification})
+        queued = await self._enqueue(request.scope, {name: notification})
         return json_response({"status": "queued", "targets": queued})
 
     async def _enqueue(
         self,
-        request: Request,
+        scope: Scope,
         per_target: dict[str, Notification],
         original: Notification | None = None,
         raw: bytes = b"",
@@ -98,7 +101,7 @@ class Receiver:
         service = self.service
         if not service.ready or service.dispatcher is None:
             raise HTTPError(503, "not ready: the outbox is not open")
-        trace = request.scope.get("state", {}).get("traceparent", "")  # set by Traced
+        trace = scope.get("state", {}).get("traceparent", "")  # set by Traced
         items = [
             NewEntry(
                 name,
