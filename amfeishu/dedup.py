@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Protocol
 
 from cachetools import TTLCache
 
-from amfeishu.models import Notification
+from amfeishu.models import Notification, Receipt
 
 
-def dedup_key(target: str, notification: Notification) -> str:
+def dedup_key(target: str, notification: Notification | Receipt) -> str:
     """target, groupKey, status and the (fingerprint, status, startsAt) set — not endsAt,
     which Alertmanager keeps moving while an alert fires."""
-    alerts = sorted({(a.fingerprint, a.status, a.starts_at) for a in notification.alerts})
+    if isinstance(notification, Receipt):
+        triples: Iterable[tuple[str, str, str]] = notification.alerts
+    else:
+        triples = ((a.fingerprint, a.status, a.starts_at) for a in notification.alerts)
+    alerts = sorted(set(triples))
     text = json.dumps([target, notification.group_key, notification.status, alerts])
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -24,6 +24,7 @@ from amfeishu.models import (
     Notification,
     PayloadError,
     decode_notification,
+    decode_receipt,
     encode_notification,
     parse_notification,
 )
@@ -60,7 +61,14 @@ class Receiver:
         """POST /alerts and /alerts/{target}, as ASGI: the hot path (app.py)."""
         name = self._known_target(scope)
         raw = await read_body(scope, receive, self.body_limit)
-        notification = parse_body(raw)
+        receipt = decode_receipt(raw) if name is not None else None
+        if name is not None and receipt is not None:  # the usual call: stored as it came
+            item = NewEntry(name, raw, dedup_key(name, receipt), _trace(scope), len(receipt.alerts))
+            queued = await self._enqueue([item])
+            answer = {"status": "queued", "targets": queued, "unrouted_alerts": 0}
+            await json_response(answer)(scope, receive, send)
+            return
+        notification = parse_body(raw)  # routed by `routes`, or refused naming the field
         if name is not None:
             per_target = {name: notification}
         else:
@@ -73,7 +81,7 @@ class Receiver:
                     len(routed.unmatched),
                     ", ".join(sorted({a.name or a.fingerprint for a in routed.unmatched})),
                 )
-        queued = await self._enqueue(scope, per_target, notification, raw)
+        queued = await self._enqueue(_items(scope, per_target, notification, raw))
         sent = {a.fingerprint for n in per_target.values() for a in n.alerts}
         unrouted = max(0, len(notification.alerts) - len(sent))
         answer = {"status": "queued", "targets": queued, "unrouted_alerts": unrouted}
@@ -87,41 +95,48 @@ class Receiver:
             notification = parse_event(data)
         except PayloadError as exc:
             raise HTTPError(400, str(exc)) from None
-        queued = await self._enqueue(request.scope, {name: notification})
+        queued = await self._enqueue(_items(request.scope, {name: notification}))
         return json_response({"status": "queued", "targets": queued})
 
-    async def _enqueue(
-        self,
-        scope: Scope,
-        per_target: dict[str, Notification],
-        original: Notification | None = None,
-        raw: bytes = b"",
-    ) -> dict[str, int]:
-        """Durably queue; `raw` is stored as received for the targets that get `original`."""
+    async def _enqueue(self, items: list[NewEntry]) -> dict[str, int]:
+        """Durably queue; answers how many alerts each target got."""
         service = self.service
         if not service.ready or service.dispatcher is None:
             raise HTTPError(503, "not ready: the outbox is not open")
-        trace = scope.get("state", {}).get("traceparent", "")  # set by Traced
-        items = [
-            NewEntry(
-                name,
-                raw if n is original else encode_notification(n),
-                dedup_key(name, n),
-                trace,
-                len(n.alerts),
-            )
-            for name, n in per_target.items()
-        ]
         try:
             entries = await service.backend.outbox.put(items)
         except StorageError as exc:
             raise HTTPError(503, f"outbox unavailable, retry later: {exc}") from None
         if not service.backend.shared:  # a shared outbox is consumed by whichever replica
             service.dispatcher.submit(entries)
-        counts = {name: len(n.alerts) for name, n in per_target.items()}
+        counts = {item.target: item.alerts for item in items}
         metrics = service.metrics
         for name, count in counts.items():
             metrics.child(metrics.alerts_received, name).inc(count)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("queued %s", ", ".join(f"{k}={v}" for k, v in counts.items()) or "nothing")
         return counts
+
+
+def _trace(scope: Scope) -> str:
+    return str(scope.get("state", {}).get("traceparent", ""))  # set by Traced
+
+
+def _items(
+    scope: Scope,
+    per_target: dict[str, Notification],
+    original: Notification | None = None,
+    raw: bytes = b"",
+) -> list[NewEntry]:
+    """One entry a target; `raw` is stored as received for the targets that get `original`."""
+    trace = _trace(scope)
+    return [
+        NewEntry(
+            name,
+            raw if n is original else encode_notification(n),
+            dedup_key(name, n),
+            trace,
+            len(n.alerts),
+        )
+        for name, n in per_target.items()
+    ]

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
+from amfeishu.dedup import dedup_key
 from amfeishu.edge import HTTPError, decode_json
 from amfeishu.models import (
     PayloadError,
     decode_notification,
+    decode_receipt,
     encode_notification,
     parse_notification,
     parse_stored,
@@ -109,9 +111,26 @@ def test_accepted_bodies_decode_to_what_the_full_parser_builds(raw: bytes) -> No
     assert parse_body(raw) == fast
 
 
+GROUPLESS = b'{"alerts":[{"status":"resolved","labels":{"b":"2"}},' + ALERT + b"]}"
+
+
+@pytest.mark.parametrize(
+    "raw", [*ACCEPTED.values(), GROUPLESS], ids=[*ACCEPTED.keys(), "no groupKey, no groupLabels"]
+)
+def test_a_receipt_holds_what_the_notification_says(raw: bytes) -> None:
+    """The receiver stores the body with a receipt's count and dedup key, not a parse."""
+    receipt, parsed = decode_receipt(raw), decode_notification(raw)
+    assert receipt is not None and parsed is not None
+    assert (receipt.status, receipt.group_key) == (parsed.status, parsed.group_key)
+    assert receipt.alerts == tuple((a.fingerprint, a.status, a.starts_at) for a in parsed.alerts)
+    for target in ("ops", "实例"):
+        assert dedup_key(target, receipt) == dedup_key(target, parsed)
+
+
 @pytest.mark.parametrize("raw", LEFT_TO_THE_FULL_PARSER.values(), ids=LEFT_TO_THE_FULL_PARSER)
 def test_other_bodies_get_the_full_parser_s_answer(raw: bytes) -> None:
     assert decode_notification(raw) is None
+    assert decode_receipt(raw) is None
     expected = old_answer(raw)
     try:
         parse_body(raw)
