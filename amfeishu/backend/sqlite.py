@@ -1,8 +1,8 @@
 """The embedded outbox: SQLite in WAL mode at `storage.path`.
 
-Inserts are committed on the event loop, the requests of one loop tick
-together (sqlite_writer.py says why); everything else runs on one thread
-of its own.
+Inserts are committed on the event loop, requests that arrive together in
+one transaction (sqlite_writer.py says why); everything else runs on one
+thread of its own.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The outbox's inserts, committed on the event loop: the requests of one loop tick in
-one transaction, on a connection of the loop's own.
+"""The outbox's inserts, committed on the event loop: requests that arrive together in
+one transaction (LoopWriter._gather), on a connection of the loop's own.
 
 Measured (benchmarks/throughput.py, py-spy): handing each batch to the SQLite thread
 cost more than the insert itself: the executor, the wake-up and the GIL changing hands
@@ -28,6 +28,8 @@ CHECKPOINT_EVERY = 16 * 1024 * 1024  # bytes of WAL between checkpoints
 # A commit appends its rows' pages and about six more (indexes, sequence, interior):
 # measured, 10 rows of 2 KB wrote 7.7 pages of 16 KB a commit.
 PAGES_PER_COMMIT = 6
+BATCH_MAX = 64  # requests a commit waits for, at most
+WAIT_ITERATIONS = 8  # loop iterations a commit waits for more requests, at most
 
 
 class LoopWriter:
@@ -37,10 +39,12 @@ class LoopWriter:
         self._db: sqlite3.Connection | None = None
         self._batch: list[tuple[NewEntry, asyncio.Future[Entry]]] = []
         self._scheduled = False
+        self._seen = self._waited = 0  # batch size at the last look; iterations waited
         self._since_checkpoint = 0  # bytes of WAL, estimated
         self._page = 4096
         self._tasks: set[asyncio.Task[None]] = set()  # batches on the thread, checkpoints
         self.handovers = 0  # batches that found the file locked and went to the thread
+        self.commits = 0  # made on the loop's connection
 
     def open(self) -> None:
         """After the thread's connection made the schema. Opens in well under a ms."""
@@ -65,16 +69,33 @@ class LoopWriter:
             self._db = None
 
     async def put(self, items: list[NewEntry]) -> list[Entry]:
-        """Durable when it returns. The callers of one loop tick share one transaction."""
+        """Durable when it returns. Callers that arrive together share one transaction."""
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in items]
         self._batch.extend(zip(items, futures, strict=True))
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._flush)  # after the rest of this tick's requests joined
+            self._seen, self._waited = 0, 0
+            loop.call_soon(self._gather)
         if len(futures) == 1:  # the usual request: no gathering future to build
             return [await futures[0]]
         return list(await asyncio.gather(*futures))
+
+    def _gather(self) -> None:
+        """Commits once a loop iteration passed with no new request joining (or the batch
+        is full, or it waited enough): requests that arrive together share a commit.
+
+        A commit's cost is mostly per commit (a dozen system calls for its WAL frames and
+        locks): measured, ~38 µs a row in commits of 2 rows, ~17 in commits of 16. At
+        one iteration per batch, commits under load held ~4 requests; this holds ~all of
+        those in flight, and waits a single iteration (µs) when the service is quiet.
+        """
+        size = len(self._batch)
+        if size > self._seen and size < BATCH_MAX and self._waited < WAIT_ITERATIONS:
+            self._seen, self._waited = size, self._waited + 1
+            asyncio.get_running_loop().call_soon(self._gather)
+            return
+        self._flush()
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -89,6 +110,7 @@ class LoopWriter:
             self.handovers += 1
             self._spawn(self._on_thread(batch))
             return
+        self.commits += 1
         _settle(batch, entries)
         payload = sum(len(item.body) for item in items)
         self._since_checkpoint += payload + PAGES_PER_COMMIT * self._page

@@ -82,3 +82,39 @@ def test_a_closed_outbox_refuses_with_a_storage_error(tmp_path: Path) -> None:
             await box.put([entry("late")])
 
     asyncio.run(run())
+
+
+def test_requests_arriving_over_a_few_iterations_share_one_commit(tmp_path: Path) -> None:
+    async def run() -> None:
+        box = SQLiteOutbox(str(tmp_path / "outbox.db"))
+        await box.open()
+        puts = []
+        for wave in range(3):  # as requests come off the sockets, a few each iteration
+            puts += [asyncio.create_task(box.put([entry(f"{wave}-{i}")])) for i in range(4)]
+            await asyncio.sleep(0)
+        ids = [e.id for [e] in await asyncio.gather(*puts)]
+        assert box._writer.commits == 1 and len(set(ids)) == 12
+        [alone] = await box.put([entry("quiet")])  # a quiet service: committed at once
+        assert box._writer.commits == 2 and alone.id > max(ids)
+        await box.close()
+
+    asyncio.run(run())
+
+
+def test_a_steady_trickle_still_commits_every_few_iterations(tmp_path: Path) -> None:
+    async def run() -> None:
+        box = SQLiteOutbox(str(tmp_path / "outbox.db"))
+        await box.open()
+        first = asyncio.create_task(box.put([entry("first")]))
+        others = []
+        for i in range(4 * sqlite_writer.WAIT_ITERATIONS):  # one new request every iteration
+            if first.done():
+                break
+            others.append(asyncio.create_task(box.put([entry(str(i))])))
+            await asyncio.sleep(0)
+        assert first.done(), "a commit waited for ever on a steady stream"
+        await asyncio.gather(first, *others)
+        assert len(await box.pending()) == 1 + len(others)
+        await box.close()
+
+    asyncio.run(run())
