@@ -5,10 +5,11 @@ Measured (benchmarks/throughput.py, py-spy): handing each batch to the SQLite th
 cost more than the insert itself: the executor, the wake-up and the GIL changing hands
 were ~55 µs of a request's ~175. A commit here writes the WAL without an fsync
 (synchronous=NORMAL), tens of µs a row. What can take long stays off the loop:
-checkpoints, the only fsync, run on the thread; and when another connection holds the
-write lock (the thread's updates, the card registry, `amfeishu outbox`), the batch goes
-to the thread, which waits for the lock, rather than the loop sleeping in SQLite's busy
-handler.
+checkpoints, the only fsync, run on the thread, and no write is made here while one
+runs (on ext4 its fsync held our WAL writes for up to 0.6 s: the batch waits for the
+checkpoint instead, and commits right after); and when another connection holds the
+write lock (the card registry, `amfeishu outbox`), the batch goes to the thread, which
+waits for the lock, rather than the loop sleeping in SQLite's busy handler.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class LoopWriter:
         self._scheduled = False
         self._seen = self._waited = 0  # batch size at the last look; iterations waited
         self._since_checkpoint = 0  # bytes of WAL, estimated
+        self._checkpointing = False
         self._page = 4096
         self._tasks: set[asyncio.Task[None]] = set()  # batches on the thread, checkpoints
         self.handovers = 0  # batches that found the file locked and went to the thread
@@ -99,6 +101,8 @@ class LoopWriter:
 
     def _flush(self) -> None:
         self._scheduled = False
+        if self._checkpointing:  # the batch stays; _checkpoint commits it when done
+            return
         batch, self._batch = self._batch, []
         items = [item for item, _ in batch]
         try:
@@ -112,10 +116,15 @@ class LoopWriter:
             return
         self.commits += 1
         _settle(batch, entries)
-        payload = sum(len(item.body) for item in items)
+        self.wrote(sum(len(item.body) for item in items))
+
+    def wrote(self, payload: int) -> None:
+        """A commit of `payload` bytes was made (here or by the thread's updates): the
+        checkpoint starts when the WAL has grown by about CHECKPOINT_EVERY."""
         self._since_checkpoint += payload + PAGES_PER_COMMIT * self._page
-        if self._since_checkpoint >= CHECKPOINT_EVERY:
+        if self._since_checkpoint >= CHECKPOINT_EVERY and not self._checkpointing:
             self._since_checkpoint = 0
+            self._checkpointing = True
             self._spawn(self._checkpoint())
 
     def _here(self, items: list[NewEntry]) -> list[Entry] | None:
@@ -139,10 +148,17 @@ class LoopWriter:
         _settle(batch, entries)
 
     async def _checkpoint(self) -> None:
-        # PASSIVE: copies what it can without waiting for, or holding up, the writer.
+        # PASSIVE: copies what it can without waiting for, or holding up, a writer.
         sql = "PRAGMA wal_checkpoint(PASSIVE)"
-        with contextlib.suppress(StorageError):  # the next one catches up
-            await self._thread.run(lambda db: db.execute(sql).fetchall())
+        try:
+            with contextlib.suppress(StorageError):  # the next one catches up
+                await self._thread.run(lambda db: db.execute(sql).fetchall())
+        finally:
+            self._checkpointing = False
+            if self._batch and not self._scheduled:  # what waited for it, committed now
+                self._scheduled = True
+                self._seen = self._waited = 0
+                asyncio.get_running_loop().call_soon(self._gather)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)

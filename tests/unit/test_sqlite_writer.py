@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,34 @@ def test_a_steady_trickle_still_commits_every_few_iterations(tmp_path: Path) -> 
         assert first.done(), "a commit waited for ever on a steady stream"
         await asyncio.gather(first, *others)
         assert len(await box.pending()) == 1 + len(others)
+        await box.close()
+
+    asyncio.run(run())
+
+
+def test_no_commit_on_the_loop_while_a_checkpoint_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint's fsync can hold WAL writes for long on ext4: the loop must not be the
+    one waiting. Requests wait for the checkpoint, then share a commit."""
+    monkeypatch.setattr(sqlite_writer, "CHECKPOINT_EVERY", 1)  # every commit asks for one
+    release = threading.Event()
+
+    async def run() -> None:
+        box = SQLiteOutbox(str(tmp_path / "outbox.db"))
+        await box.open()
+        writer = box._writer
+        slow = asyncio.create_task(box._db.run(lambda db: release.wait(10)))  # a long sync
+        await box.put([entry("a")])  # committed; its checkpoint queues behind `slow`
+        assert writer.commits == 1
+        later = [asyncio.create_task(box.put([entry(f"b{i}")])) for i in range(3)]
+        for _ in range(4 * sqlite_writer.WAIT_ITERATIONS):  # loop iterations, not time
+            await asyncio.sleep(0)
+        assert writer.commits == 1 and not any(t.done() for t in later)  # waiting, kept
+        release.set()
+        await asyncio.gather(slow, *later)
+        assert writer.commits == 2  # right after the checkpoint, together
+        assert len(await box.pending()) == 4
         await box.close()
 
     asyncio.run(run())
