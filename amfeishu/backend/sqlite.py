@@ -77,7 +77,7 @@ class SQLiteOutbox:
 
     async def open(self) -> None:
         await self._db.open(_setup)
-        self._writer.open()
+        await self._writer.open()
 
     async def close(self) -> None:
         await self._writer.close()

@@ -5,11 +5,12 @@ Measured (benchmarks/throughput.py, py-spy): handing each batch to the SQLite th
 cost more than the insert itself: the executor, the wake-up and the GIL changing hands
 were ~55 µs of a request's ~175. A commit here writes the WAL without an fsync
 (synchronous=NORMAL), tens of µs a row. What can take long stays off the loop:
-checkpoints, the only fsync, run on the thread, and no write is made here while one
-runs (on ext4 its fsync held our WAL writes for up to 0.6 s: the batch waits for the
-checkpoint instead, and commits right after); and when another connection holds the
-write lock (the card registry, `amfeishu outbox`), the batch goes to the thread, which
-waits for the lock, rather than the loop sleeping in SQLite's busy handler.
+checkpoints, the only fsync, run on a thread of their own, and no write is made here
+while one runs (on ext4 its fsync held our WAL writes for up to 0.6 s): meanwhile the
+batches go to the outbox's thread, which may wait but keeps the loop free; and when
+another connection holds the write lock (the card registry, `amfeishu outbox`), the batch
+goes to that thread too, which waits for the lock, rather than the loop sleeping in
+SQLite's busy handler.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ WAIT_ITERATIONS = 8  # loop iterations a commit waits for more requests, at most
 class LoopWriter:
     def __init__(self, thread: SQLiteThread, insert: Insert) -> None:
         self._thread = thread
+        self._checkpointer = SQLiteThread(thread.path, thread.what, "checkpoint")
         self._insert = insert
         self._db: sqlite3.Connection | None = None
         self._batch: list[tuple[NewEntry, asyncio.Future[Entry]]] = []
@@ -45,11 +47,12 @@ class LoopWriter:
         self._checkpointing = False
         self._page = 4096
         self._tasks: set[asyncio.Task[None]] = set()  # batches on the thread, checkpoints
-        self.handovers = 0  # batches that found the file locked and went to the thread
+        self.handovers = 0  # batches sent to the thread: the file locked, or a checkpoint
         self.commits = 0  # made on the loop's connection
 
-    def open(self) -> None:
-        """After the thread's connection made the schema. Opens in well under a ms."""
+    async def open(self) -> None:
+        """After the thread's connection made the schema."""
+        await self._checkpointer.open(_checkpointer_setup)
         try:
             db = sqlite3.connect(self._thread.path, timeout=0)  # locked: hand over at once
             db.execute("PRAGMA synchronous=NORMAL")  # per connection, as on the thread's
@@ -69,6 +72,7 @@ class LoopWriter:
         if self._db is not None:
             self._db.close()
             self._db = None
+        await self._checkpointer.close()
 
     async def put(self, items: list[NewEntry]) -> list[Entry]:
         """Durable when it returns. Callers that arrive together share one transaction."""
@@ -101,16 +105,14 @@ class LoopWriter:
 
     def _flush(self) -> None:
         self._scheduled = False
-        if self._checkpointing:  # the batch stays; _checkpoint commits it when done
-            return
         batch, self._batch = self._batch, []
         items = [item for item, _ in batch]
         try:
-            entries = self._here(items)
+            entries = None if self._checkpointing else self._here(items)
         except StorageError as exc:
             _fail(batch, exc)
             return
-        if entries is None:  # locked by another connection: the thread waits for it
+        if entries is None:  # checkpointing, or locked by another connection
             self.handovers += 1
             self._spawn(self._on_thread(batch))
             return
@@ -152,18 +154,18 @@ class LoopWriter:
         sql = "PRAGMA wal_checkpoint(PASSIVE)"
         try:
             with contextlib.suppress(StorageError):  # the next one catches up
-                await self._thread.run(lambda db: db.execute(sql).fetchall())
+                await self._checkpointer.run(lambda db: db.execute(sql).fetchall())
         finally:
             self._checkpointing = False
-            if self._batch and not self._scheduled:  # what waited for it, committed now
-                self._scheduled = True
-                self._seen = self._waited = 0
-                asyncio.get_running_loop().call_soon(self._gather)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _checkpointer_setup(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA synchronous=NORMAL")  # as the writers: one fsync before, one after
 
 
 def _settle(batch: list[tuple[NewEntry, asyncio.Future[Entry]]], entries: list[Entry]) -> None:

@@ -125,7 +125,7 @@ def test_no_commit_on_the_loop_while_a_checkpoint_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A checkpoint's fsync can hold WAL writes for long on ext4: the loop must not be the
-    one waiting. Requests wait for the checkpoint, then share a commit."""
+    one waiting. Meanwhile requests are committed on the outbox's thread."""
     monkeypatch.setattr(sqlite_writer, "CHECKPOINT_EVERY", 1)  # every commit asks for one
     release = threading.Event()
 
@@ -133,17 +133,18 @@ def test_no_commit_on_the_loop_while_a_checkpoint_runs(
         box = SQLiteOutbox(str(tmp_path / "outbox.db"))
         await box.open()
         writer = box._writer
-        slow = asyncio.create_task(box._db.run(lambda db: release.wait(10)))  # a long sync
-        await box.put([entry("a")])  # committed; its checkpoint queues behind `slow`
-        assert writer.commits == 1
-        later = [asyncio.create_task(box.put([entry(f"b{i}")])) for i in range(3)]
-        for _ in range(4 * sqlite_writer.WAIT_ITERATIONS):  # loop iterations, not time
-            await asyncio.sleep(0)
-        assert writer.commits == 1 and not any(t.done() for t in later)  # waiting, kept
+        slow = asyncio.create_task(writer._checkpointer.run(lambda db: release.wait(10)))
+        await box.put([entry("a")])  # committed here; its checkpoint queues behind `slow`
+        assert writer.commits == 1 and writer.handovers == 0
+        later = await asyncio.gather(*(box.put([entry(f"b{i}")]) for i in range(3)))
+        assert writer.commits == 1 and writer.handovers == 1  # one commit, on the thread
+        assert not slow.done()  # all while the "checkpoint" was still syncing
         release.set()
-        await asyncio.gather(slow, *later)
-        assert writer.commits == 2  # right after the checkpoint, together
-        assert len(await box.pending()) == 4
+        await slow
+        await writer.settled()
+        [after] = await box.put([entry("c")])
+        assert writer.commits == 2 and after.id > max(e.id for [e] in later)  # here again
+        assert len(await box.pending()) == 5
         await box.close()
 
     asyncio.run(run())
