@@ -50,7 +50,9 @@ def _alternate(server: Amfeishu, bare: str, tag: str) -> dict[str, list[float]]:
     return rates
 
 
-def _ratio_rows(label: str, rates: dict[str, list[float]]) -> list[Row]:
+def _ratio_rows(label: str, rates: dict[str, list[float]], goal: bool = True) -> list[Row]:
+    """`goal`: the issue's goal is for the receiver alone (Feishu unreachable); while
+    delivering, the same loop also renders and sends, so that ratio is shown as it is."""
     ours, base = statistics.median(rates["amfeishu"]), statistics.median(rates["bare"])
     # Each round's two runs are back to back: their ratio cancels the machine's drift
     # between rounds, which a ratio of medians over all rounds does not.
@@ -58,7 +60,9 @@ def _ratio_rows(label: str, rates: dict[str, list[float]]) -> list[Row]:
     return [
         Row(f"Receiver: POST /alerts/{{target}}, 5 alerts, SQLite, {label}", f"{ours:,.0f} req/s"),
         Row(f"Baseline ({label} run): bare Starlette parsing the JSON", f"{base:,.0f} req/s"),
-        Row(f"Receiver / baseline, {label}", f"{ratio:.2f}", f"≥ {GOAL}", ratio >= GOAL),
+        Row(f"Receiver / baseline, {label}", f"{ratio:.2f}", f"≥ {GOAL}", ratio >= GOAL)
+        if goal
+        else Row(f"Receiver / baseline, {label} (the loop also renders and sends)", f"{ratio:.2f}"),
     ]
 
 
@@ -81,7 +85,7 @@ def delivering(directory: Path, notes: list[str]) -> list[Row]:
         " queued together merge into one card)."
     )
     return [
-        *_ratio_rows("delivering", rates),
+        *_ratio_rows("delivering", rates, goal=False),
         Row(
             "amfeishu RSS after the delivering run (VmRSS / VmHWM)",
             f"{memory['VmRSS']:.0f} / {memory['VmHWM']:.0f} MB",
