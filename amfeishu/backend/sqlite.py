@@ -67,7 +67,7 @@ def _setup(db: sqlite3.Connection) -> None:
 
 
 class SQLiteOutbox:
-    """SQLite in WAL mode; every statement runs on one worker thread."""
+    """SQLite in WAL mode: inserts on the event loop (LoopWriter), the rest on a thread."""
 
     def __init__(self, path: str) -> None:
         self.path = path

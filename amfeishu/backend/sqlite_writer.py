@@ -56,9 +56,10 @@ class LoopWriter:
         try:
             db = sqlite3.connect(self._thread.path, timeout=0)  # locked: hand over at once
             db.execute("PRAGMA synchronous=NORMAL")  # per connection, as on the thread's
-            db.execute("PRAGMA wal_autocheckpoint=0")  # the thread checkpoints
+            db.execute("PRAGMA wal_autocheckpoint=0")  # _checkpoint's, on its own thread
             self._page = int(db.execute("PRAGMA page_size").fetchone()[0])
         except sqlite3.Error as exc:
+            await self._checkpointer.close()
             raise StorageError(f"cannot open outbox {self._thread.path}: {exc}") from exc
         self._db = db
 
