@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -36,6 +37,15 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: fl
             return last
         time.sleep(interval)  # polling interval, bounded by the deadline
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """wait_until inside an event loop: polls while the loop (and its threads) run on."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)  # polling interval, bounded by the deadline
 
 
 class Amfeishu:

@@ -12,19 +12,11 @@ import pytest
 from amfeishu.backend import sqlite_writer
 from amfeishu.backend.base import NewEntry, StorageError
 from amfeishu.backend.sqlite import SQLiteOutbox
+from tests.support.processes import until
 
 
 def entry(key: str, size: int = 100) -> NewEntry:
     return NewEntry("ops", b'{"alerts": [], "pad": "' + b"x" * size + b'"}', key, "trace", 1)
-
-
-async def until(check: object, what: str, seconds: float = 10.0) -> None:
-    """Wait on a condition with a deadline, letting the loop and the thread run."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not check():  # type: ignore[operator]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def test_a_batch_that_finds_the_file_locked_waits_on_the_thread(tmp_path: Path) -> None:

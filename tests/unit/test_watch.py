@@ -22,6 +22,7 @@ from amfeishu import watch
 from amfeishu.config.load import load_config
 from amfeishu.config.reader import ConfigError
 from amfeishu.config.types import Config
+from tests.support.processes import until as wait
 
 HOOK = "https://open.feishu.cn/open-apis/bot/v2/hook/0f0e-token-abc"
 OTHER_HOOK = "https://open.feishu.cn/open-apis/bot/v2/hook/1a2b-token-def-longer"
@@ -93,11 +94,7 @@ class Harness:
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + DEADLINE
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {DEADLINE}s waiting for {what}")
-        await asyncio.sleep(0.01)
+    await wait(condition, what, DEADLINE)
 
 
 async def quiet(harness: Harness, polls: int = 4) -> None:
